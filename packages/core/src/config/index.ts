@@ -1,0 +1,1 @@
+export type { NetworkConfig } from './types.js'

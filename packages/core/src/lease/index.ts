@@ -1,0 +1,1 @@
+export type { Lease, LeaseAttrs, LeaseEvent, PreviousSubnets } from './types.js'

@@ -1,0 +1,1 @@
+export type { AcquireOptions, CallOptions, SubnetRegistry } from './types.js'

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: setup, lint, format check, typecheck, tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+[ -d "$HOME/.local/bin" ] && export PATH="$HOME/.local/bin:$PATH"
+echo '[test] lint'
+pnpm -s lint
+echo '[test] format'
+pnpm -s format:check >/dev/null
+echo '[test] typecheck'
+pnpm -s typecheck
+echo '[test] vitest'
+pnpm -s test "$@"
