@@ -9,6 +9,11 @@ export default defineConfig({
   resolve: {
     alias: [
       {
+        // Subpath modules of the testkit: @flannel/testkit/etcd -> src/etcd/index.ts
+        find: /^@flannel\/([a-z0-9-]+)\/([a-z0-9-]+)$/,
+        replacement: `${root}packages/$1/src/$2/index.ts`,
+      },
+      {
         find: /^@flannel\/([a-z0-9-]+)$/,
         replacement: `${root}packages/$1/src/index.ts`,
       },

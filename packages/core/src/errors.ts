@@ -131,7 +131,12 @@ export class RouteLimitError extends FlannelError {
   /** The number of routes it holds (or the quota), when known. */
   readonly count: number | undefined
 
-  constructor(table: string, count: number | undefined, message?: string, options: FlannelErrorOptions = {}) {
+  constructor(
+    table: string,
+    count: number | undefined,
+    message?: string,
+    options: FlannelErrorOptions = {},
+  ) {
     super(
       'ROUTE_LIMIT',
       message ??

@@ -55,7 +55,12 @@ export interface Backend {
 export type NetworkEvent =
   | { readonly type: 'applied'; readonly action: 'add' | 'remove'; readonly lease: Lease }
   | { readonly type: 'ignored'; readonly lease: Lease; readonly reason: string }
-  | { readonly type: 'failed'; readonly action: 'add' | 'remove'; readonly lease: Lease; readonly error: unknown }
+  | {
+      readonly type: 'failed'
+      readonly action: 'add' | 'remove'
+      readonly lease: Lease
+      readonly error: unknown
+    }
   | { readonly type: 'repaired'; readonly what: string; readonly detail?: string }
   | { readonly type: 'warning'; readonly message: string; readonly error?: unknown }
 

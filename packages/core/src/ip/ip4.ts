@@ -35,7 +35,11 @@ export class Ip4Net {
 
   constructor(ip: number, prefixLength: number) {
     if (!Number.isInteger(prefixLength) || prefixLength < 0 || prefixLength > 32) {
-      throw new InvalidArgumentError('prefix length', prefixLength, 'must be an integer from 0 to 32')
+      throw new InvalidArgumentError(
+        'prefix length',
+        prefixLength,
+        'must be an integer from 0 to 32',
+      )
     }
     if (!Number.isInteger(ip) || ip < 0 || ip > 0xffffffff) {
       throw new InvalidArgumentError('IPv4 address', ip, 'must be an unsigned 32-bit integer')
@@ -98,13 +102,13 @@ export class Ip4Net {
   contains(ip: number | string): boolean {
     const n = typeof ip === 'string' ? parseIp4(ip) : ip
     const m = this.mask
-    return ((n & m) >>> 0) === ((this.ip & m) >>> 0)
+    return (n & m) >>> 0 === (this.ip & m) >>> 0
   }
 
   /** True when the two networks share an address (compared at the shorter prefix). */
   overlaps(other: Ip4Net): boolean {
     const m = ip4Mask(Math.min(this.prefixLength, other.prefixLength))
-    return ((this.ip & m) >>> 0) === ((other.ip & m) >>> 0)
+    return (this.ip & m) >>> 0 === (other.ip & m) >>> 0
   }
 
   /** Same address and prefix length. */

@@ -33,9 +33,14 @@ export class Ip6Net {
 
   constructor(ip: bigint, prefixLength: number) {
     if (!Number.isInteger(prefixLength) || prefixLength < 0 || prefixLength > 128) {
-      throw new InvalidArgumentError('prefix length', prefixLength, 'must be an integer from 0 to 128')
+      throw new InvalidArgumentError(
+        'prefix length',
+        prefixLength,
+        'must be an integer from 0 to 128',
+      )
     }
-    if (ip < 0n || ip > MAX6) throw new InvalidArgumentError('IPv6 address', ip.toString(), 'out of range')
+    if (ip < 0n || ip > MAX6)
+      throw new InvalidArgumentError('IPv6 address', ip.toString(), 'out of range')
     this.ip = ip
     this.prefixLength = prefixLength
   }
