@@ -1,1 +1,4 @@
 export type { Lease, LeaseAttrs, LeaseEvent, PreviousSubnets } from './types.js'
+export { encodeLeaseAttrs, decodeLeaseAttrs } from './codec.js'
+export { subnetKey, parseSubnetKey } from './key.js'
+export type { SubnetKey } from './key.js'
