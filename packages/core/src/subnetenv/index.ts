@@ -1,1 +1,8 @@
-export {}
+export {
+  DEFAULT_SUBNET_FILE,
+  formatSubnetEnv,
+  readSubnetEnv,
+  subnetEnvValues,
+  writeSubnetEnv,
+} from './subnetenv.js'
+export type { SubnetEnvSnapshot, SubnetEnvValues } from './subnetenv.js'
