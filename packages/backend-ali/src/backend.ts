@@ -4,6 +4,7 @@ import {
   InvalidArgumentError,
   RouteLimitError,
   backendOption,
+  isFlannelError,
   silentLogger,
   throwIfAborted,
   type Backend,
@@ -22,6 +23,10 @@ import { AliApiError, AliDiscoveryError, AliRouteTimeoutError } from './errors.j
 import { DEFAULT_METADATA_ENDPOINT, readMetadata } from './metadata.js'
 import { planRoutes, type RouteEntry } from './plan.js'
 import { sleep } from './sleep.js'
+
+// Answers meaning "not now": a route entry of the table is still changing, or throttling.
+const BUSY_CODES =
+  /^(IncorrectRouteEntryStatus|IncorrectStatus|OperationConflict|TaskConflict|Throttling)/
 
 /** The API endpoint flanneld used for every region. */
 export const DEFAULT_API_ENDPOINT = 'https://ecs-cn-hangzhou.aliyuncs.com'
@@ -238,8 +243,12 @@ export class AliVpcBackend implements Backend {
       )
     }
 
+    const deadline = Date.now() + (this.options.availableTimeoutMs ?? 60_000)
     for (const entry of plan.remove) {
-      await api.call(
+      await this.mutate(
+        api,
+        where,
+        deadline,
         'DeleteRouteEntry',
         {
           RouteTableId: routeTableId,
@@ -257,7 +266,10 @@ export class AliVpcBackend implements Backend {
     let created = false
     if (!plan.exists) {
       try {
-        await api.call(
+        await this.mutate(
+          api,
+          where,
+          deadline,
           'CreateRouteEntry',
           {
             RouteTableId: routeTableId,
@@ -280,6 +292,8 @@ export class AliVpcBackend implements Backend {
             { cause: err },
           )
         }
+        // Aborted or no answer: the entry may exist all the same; take it away.
+        if (outcomeUnknown(err)) await this.rollback(api, where, destination)
         throw err
       }
       created = true
@@ -291,28 +305,64 @@ export class AliVpcBackend implements Backend {
     try {
       await this.waitAvailable(api, where, signal)
     } catch (err) {
-      if (created) {
-        // Leave no entry behind that nobody owns: the start failed.
-        await api
-          .call('DeleteRouteEntry', {
-            RouteTableId: routeTableId,
-            DestinationCidrBlock: destination,
-            NextHopId: instanceId,
-          })
-          .then(() =>
-            this.logger.info(
-              { routeTableId, destination },
-              'deleted the route entry of a failed start',
-            ),
-          )
-          .catch((deleteErr: unknown) =>
-            this.logger.warn(
-              { err: deleteErr, routeTableId, destination },
-              'could not delete the route entry of a failed start',
-            ),
-          )
-      }
+      if (created) await this.rollback(api, where, destination)
       throw err
+    }
+  }
+
+  /**
+   * Deletes the entry this start created (or may have created), so a failed
+   * start leaves nothing behind. Not under the caller's signal (it may be the
+   * reason we are here), but bounded: a table that stays busy cannot hold us
+   * for long. Failure is logged, not thrown: the start's own error matters more.
+   */
+  private async rollback(api: AliApi, where: Discovered, destination: string): Promise<void> {
+    const deadline = Date.now() + Math.min(this.options.availableTimeoutMs ?? 60_000, 10_000)
+    const fields = { routeTableId: where.routeTableId, destination }
+    try {
+      await this.mutate(api, where, deadline, 'DeleteRouteEntry', {
+        RouteTableId: where.routeTableId,
+        DestinationCidrBlock: destination,
+        NextHopId: where.instanceId,
+      })
+      this.logger.info(fields, 'deleted the route entry of a failed start')
+    } catch (err) {
+      if (err instanceof AliApiError && err.apiCode?.includes('NotFound')) return
+      this.logger.warn({ ...fields, err }, 'could not delete the route entry of a failed start')
+    }
+  }
+
+  /**
+   * A changing call, repeated while the API answers that the table is busy
+   * (another host's entry still `Pending`, throttling) until `deadline`.
+   * flanneld gave up at once; hosts starting together make this common.
+   */
+  private async mutate(
+    api: AliApi,
+    where: Discovered,
+    deadline: number,
+    action: string,
+    params: Record<string, string | undefined>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    for (;;) {
+      try {
+        await api.call(action, params, signal)
+        return
+      } catch (err) {
+        const busy = err instanceof AliApiError && BUSY_CODES.test(err.apiCode ?? '')
+        if (!busy || Date.now() >= deadline) throw err
+        const intervalMs = this.options.pollIntervalMs ?? 5000
+        await sleep(Math.min(intervalMs, Math.max(0, deadline - Date.now())), signal)
+        // Look at the table before trying again, so the log says what we wait for.
+        const pending = (await this.describeTable(api, where, signal))
+          .filter((e) => e.Status !== 'Available')
+          .map((e) => e.DestinationCidrBlock)
+        this.logger.debug(
+          { action, apiCode: err.apiCode, pending },
+          'route table busy, trying again',
+        )
+      }
     }
   }
 
@@ -386,6 +436,11 @@ function resolveCredentials(
     )
   }
   return { accessKeyId, accessKeySecret }
+}
+
+/** True when a changing call may or may not have taken effect. */
+function outcomeUnknown(err: unknown): boolean {
+  return isFlannelError(err, 'ABORTED') || (err instanceof AliApiError && err.apiCode === undefined)
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

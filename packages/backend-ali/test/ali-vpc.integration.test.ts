@@ -240,6 +240,42 @@ describe('AliVpcBackend against the local Alibaba RPC endpoint (real @alicloud/p
     expect(released).toHaveLength(1)
   })
 
+  it("retries while the API says the table is busy with another host's Pending entry", async () => {
+    await emu.close()
+    emu = await startAliEmulator({ refuseWhilePending: true, pendingDescribes: 2 })
+    emu.addRouteEntry({
+      destination: '10.5.7.0/24',
+      instanceId: 'i-bp1flannel0000002',
+      status: 'Pending',
+    })
+    await setup().backend.registerNetwork(config)
+    const creates = emu.requests.filter((r) => r.action === 'CreateRouteEntry')
+    expect(creates.map((r) => r.code ?? 'ok')).toEqual(['IncorrectRouteEntryStatus', 'ok'])
+    expect(custom(emu)).toEqual(
+      [`10.5.7.0/24>i-bp1flannel0000002:Available`, `${SUBNET}>${emu.instanceId}:Available`].sort(),
+    )
+  })
+
+  it('gives up when the table stays busy, having changed nothing', async () => {
+    await emu.close()
+    emu = await startAliEmulator({ refuseWhilePending: true })
+    emu.addRouteEntry({
+      destination: '10.5.7.0/24',
+      instanceId: 'i-bp1flannel0000002',
+      status: 'Pending',
+    })
+    emu.holdPending(true)
+    const { backend, released } = setup({ availableTimeoutMs: 30, pollIntervalMs: 5 })
+    const err = await rejection(backend.registerNetwork(config))
+    expect(err).toMatchObject({
+      code: 'ALI_API_ERROR',
+      apiCode: 'IncorrectRouteEntryStatus',
+      action: 'CreateRouteEntry',
+    })
+    expect(custom(emu)).toEqual([`10.5.7.0/24>i-bp1flannel0000002:Pending`])
+    expect(released).toHaveLength(1)
+  })
+
   it('reports a full route table as RouteLimitError naming the table, without changing it', async () => {
     await emu.close()
     emu = await startAliEmulator({ routeEntryLimit: 2 })

@@ -42,6 +42,11 @@ export interface AliEmulatorOptions {
   readonly routeEntryLimit?: number
   /** How many DescribeRouteTables answers show a new entry as `Pending` before `Available`. Default 1. */
   readonly pendingDescribes?: number
+  /**
+   * Refuse CreateRouteEntry/DeleteRouteEntry with `IncorrectRouteEntryStatus`
+   * while any entry of the table is `Pending`, as the real API does. Default false.
+   */
+  readonly refuseWhilePending?: boolean
 }
 
 /** A running emulator of the ECS/VPC RPC API and the instance metadata server. */
@@ -116,6 +121,7 @@ export async function startAliEmulator(options: AliEmulatorOptions = {}): Promis
   const vpcCidr = options.vpcCidr ?? '192.168.0.0/16'
   const limit = options.routeEntryLimit ?? 50
   const pendingDescribes = options.pendingDescribes ?? 1
+  const refuseWhilePending = options.refuseWhilePending ?? false
 
   type Stored = AliRouteEntry & { pendingLeft: number }
   const entries: Stored[] = [system(vpcCidr, 'local'), system('100.64.0.0/10', 'service')]
@@ -172,6 +178,13 @@ export async function startAliEmulator(options: AliEmulatorOptions = {}): Promis
         404,
         'InvalidRouteTableId.NotFound',
         'Specified route table does not exist.',
+      )
+    }
+    if (refuseWhilePending && entries.some((e) => e.Status === 'Pending')) {
+      throw new ApiError(
+        400,
+        'IncorrectRouteEntryStatus',
+        'The current status of route entry does not support this operation.',
       )
     }
   }
