@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import fc from 'fast-check'
 import {
   InvalidArgumentError,
   decodeLeaseAttrs,
@@ -142,4 +143,45 @@ describe('decodeLeaseAttrs', () => {
     expect(caught).toBeInstanceOf(InvalidArgumentError)
     expect((caught as InvalidArgumentError).field).toBe(field)
   })
+})
+
+describe('lease codec properties', () => {
+  const octet = fc.integer({ min: 0, max: 255 })
+  const ip4 = fc.tuple(octet, octet, octet, octet).map((o) => o.join('.'))
+  const attrs = fc.record(
+    {
+      publicIP: ip4,
+      publicIPv6: fc.ipV6(),
+      backendType: fc.constantFrom('vxlan', 'host-gw', 'x<&>'),
+      backendData: fc.jsonValue(),
+      backendV6Data: fc.jsonValue(),
+    },
+    { requiredKeys: ['publicIP'] },
+  )
+
+  it('decode(encode(attrs)) gives the attrs back, and encoding is stable', () => {
+    fc.assert(
+      fc.property(attrs, (a) => {
+        const bytes = encodeLeaseAttrs(a)
+        const back = decodeLeaseAttrs(bytes)
+        expect(back.publicIP).toBe(a.publicIP)
+        expect(back.backendType).toBe(a.backendType)
+        expect(back.backendData).toEqual(
+          a.backendData === undefined ? undefined : JSON.parse(JSON.stringify(a.backendData)),
+        )
+        expect(encodeLeaseAttrs(back)).toBe(bytes)
+        expect(bytes.startsWith(`{"PublicIP":"${a.publicIP}","PublicIPv6":`)).toBe(true)
+      }),
+      { numRuns: 300 },
+    )
+  })
+})
+
+it('keeps a "__proto__" key in backend data as plain data', () => {
+  const attrs = decodeLeaseAttrs('{"PublicIP":"10.0.0.5","BackendData":{"__proto__":{"x":1}}}')
+  expect(Object.getPrototypeOf(attrs.backendData)).toBe(Object.prototype)
+  expect(Object.keys(attrs.backendData as object)).toEqual(['__proto__'])
+  expect(encodeLeaseAttrs(attrs)).toBe(
+    '{"PublicIP":"10.0.0.5","PublicIPv6":null,"BackendData":{"__proto__":{"x":1}}}',
+  )
 })

@@ -272,7 +272,13 @@ export function goValueToPlain(value: GoValue): unknown {
       for (const [k, v] of value.entries) {
         // Re-insert so the key's position follows its last occurrence.
         delete out[k]
-        out[k] = goValueToPlain(v)
+        // defineProperty keeps a `__proto__` key an ordinary own property, as JSON.parse does.
+        Object.defineProperty(out, k, {
+          value: goValueToPlain(v),
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        })
       }
       return out
     }
