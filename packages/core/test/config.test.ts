@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import fc from 'fast-check'
 import { ConfigError, isFlannelError, parseNetworkConfig } from '@flannel/core'
 
 /** Parses and returns the effective IPv4 numbers, or the error text. */
@@ -327,5 +328,41 @@ describe('parseNetworkConfig: Go encoding/json decoding', () => {
     ['[1 2]', "invalid character '2' after array element"],
   ])('syntax error in %j: %s', (json, message) => {
     expect(errorOf(json).message).toBe(message)
+  })
+})
+
+describe('parseNetworkConfig: fuzz (as upstream fuzzes ParseConfig)', () => {
+  it('either returns a config or throws ConfigError, for any text', () => {
+    const field = fc.constantFrom(
+      'Network',
+      'network',
+      'SubnetLen',
+      'SubnetMin',
+      'SubnetMax',
+      'EnableIPv6',
+      'IPv6Network',
+      'IPv6SubnetLen',
+      'Backend',
+      'EnableIPv4',
+    )
+    const value = fc.oneof(
+      fc.jsonValue(),
+      fc.constantFrom('10.3.0.0/16', '10.3.1.0', 'fc00::/48', 'fc00::1:0', 24, 64, true, false),
+    )
+    const doc = fc.oneof(
+      fc.string(),
+      fc.dictionary(field, value).map((o) => JSON.stringify(o)),
+    )
+    fc.assert(
+      fc.property(doc, (text) => {
+        try {
+          const c = parseNetworkConfig(text)
+          if (c.enableIPv4) expect(c.subnetMin?.prefixLength).toBe(c.subnetLen)
+        } catch (err) {
+          expect(err).toBeInstanceOf(ConfigError)
+        }
+      }),
+      { numRuns: 500 },
+    )
   })
 })
