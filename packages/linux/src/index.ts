@@ -1,1 +1,11 @@
-export {}
+/**
+ * @flannel/linux: the host's network state over rtnetlink (`HostNetwork`),
+ * an in-memory twin for tests, external-interface selection and flannel's
+ * masquerade/forward rules.
+ *
+ * @packageDocumentation
+ */
+export * from './types.js'
+export { NetlinkError, isNetlinkError } from './errors.js'
+export { MemoryHostNetwork, type MemoryLinkSpec, type MemoryCall } from './memory.js'
+export { normalizeCidr, normalizeIp, normalizeMac } from './address.js'
