@@ -10,6 +10,7 @@ import {
   parseCidr,
 } from './address.js'
 import { NetlinkError } from './errors.js'
+import { validateVxlanSpec } from './validate.js'
 import {
   MAIN_TABLE,
   RTPROT_BOOT,
@@ -450,18 +451,6 @@ export class MemoryHostNetwork implements HostNetwork {
 
   private emit(n: HostNetworkNotification): void {
     this.events.next(n)
-  }
-}
-
-function validateVxlanSpec(spec: VxlanLinkSpec): void {
-  if (!Number.isInteger(spec.vni) || spec.vni < 0 || spec.vni > 0xffffff) {
-    throw new InvalidArgumentError('vni', spec.vni, 'must be an integer from 0 to 16777215')
-  }
-  if (
-    spec.port !== undefined &&
-    (!Number.isInteger(spec.port) || spec.port < 0 || spec.port > 65535)
-  ) {
-    throw new InvalidArgumentError('port', spec.port, 'must be an integer from 0 to 65535')
   }
 }
 
