@@ -345,3 +345,97 @@ async function markBlackholes(
     }),
   )
 }
+
+/** What {@link seedEc2} created in moto. */
+export interface Ec2World {
+  readonly region: string
+  readonly vpcId: string
+  readonly subnetId: string
+  readonly instanceId: string
+  /** The instance's primary network interface. */
+  readonly eni: string
+  /** Its private address (the host's interface address). */
+  readonly privateIp: string
+  /** The VPC's main route table. */
+  readonly mainRouteTableId: string
+  /** The availability zone (for the metadata endpoint). */
+  readonly availabilityZone: string
+}
+
+/**
+ * Creates a VPC (198.51.100.0/24), a subnet (198.51.100.0/26) and one instance
+ * with `privateIp` in moto, through the plain EC2 Query API (no SDK needed).
+ */
+export async function seedEc2(
+  moto: { readonly endpoint: string },
+  options: { region?: string; privateIp?: string } = {},
+): Promise<Ec2World> {
+  const region = options.region ?? 'us-east-1'
+  const privateIp = options.privateIp ?? '198.51.100.10'
+  const availabilityZone = `${region}a`
+  // moto reads service and region from the credential scope; the signature is not checked.
+  const auth = `AWS4-HMAC-SHA256 Credential=testing/20260101/${region}/ec2/aws4_request, SignedHeaders=host, Signature=0`
+  const call = async (params: Record<string, string>): Promise<string> => {
+    const xml = await sideCall(moto.endpoint, auth, params)
+    if (xml.includes('<Errors>')) throw new Error(`moto ${params.Action}: ${xml}`)
+    return xml
+  }
+  const first = (xml: string, tag: string): string => {
+    const m = new RegExp(`<${tag}>([^<]+)</${tag}>`).exec(xml)
+    if (m?.[1] === undefined) throw new Error(`no <${tag}> in ${xml.slice(0, 500)}`)
+    return m[1]
+  }
+  const vpcId = first(await call({ Action: 'CreateVpc', CidrBlock: '198.51.100.0/24' }), 'vpcId')
+  const subnetId = first(
+    await call({
+      Action: 'CreateSubnet',
+      VpcId: vpcId,
+      CidrBlock: '198.51.100.0/26',
+      AvailabilityZone: availabilityZone,
+    }),
+    'subnetId',
+  )
+  const run = await call({
+    Action: 'RunInstances',
+    ImageId: 'ami-12c6146b',
+    MinCount: '1',
+    MaxCount: '1',
+    SubnetId: subnetId,
+    PrivateIpAddress: privateIp,
+  })
+  const instanceId = first(run, 'instanceId')
+  const eni = first(run, 'networkInterfaceId')
+  const mainRouteTableId = first(
+    await call({
+      Action: 'DescribeRouteTables',
+      'Filter.1.Name': 'association.main',
+      'Filter.1.Value.1': 'true',
+      'Filter.2.Name': 'vpc-id',
+      'Filter.2.Value.1': vpcId,
+    }),
+    'routeTableId',
+  )
+  return { region, vpcId, subnetId, instanceId, eni, privateIp, mainRouteTableId, availabilityZone }
+}
+
+/** The routes of a table in moto, as `destination -> target` lines (local route left out). */
+export async function listRoutes(
+  moto: { readonly endpoint: string },
+  routeTableId: string,
+  region = 'us-east-1',
+): Promise<string[]> {
+  const auth = `AWS4-HMAC-SHA256 Credential=testing/20260101/${region}/ec2/aws4_request, SignedHeaders=host, Signature=0`
+  const xml = await sideCall(moto.endpoint, auth, {
+    Action: 'DescribeRouteTables',
+    'RouteTableId.1': routeTableId,
+  })
+  const routeSet = /<routeSet>([\s\S]*?)<\/routeSet>/.exec(xml)?.[1] ?? ''
+  return [...routeSet.matchAll(/<item>([\s\S]*?)<\/item>/g)]
+    .map((m) => m[1] ?? '')
+    .filter((item) => item.includes('<origin>CreateRoute</origin>'))
+    .map((item) => {
+      const dest = /<destinationCidrBlock>([^<]+)</.exec(item)?.[1] ?? '?'
+      const target = /<(?:networkInterfaceId|instanceId|gatewayId)>([^<]+)</.exec(item)?.[1] ?? '?'
+      return `${dest} -> ${target}`
+    })
+}
