@@ -122,6 +122,7 @@ export class MemoryHostNetwork implements HostNetwork {
   }
 
   async listLinks(): Promise<Link[]> {
+    this.injectFault('listLinks', [])
     return [...this.links.values()].map((l) => ({ ...l }))
   }
 
@@ -179,7 +180,9 @@ export class MemoryHostNetwork implements HostNetwork {
     this.record('setLinkUp', [index, up])
     const link = this.requireLink(index, `setLinkUp ${index}`)
     link.up = up
+    // Like the kernel: routes through a link go when it goes down; connected routes come back with it.
     if (!up) this.routes = this.routes.filter((r) => r.linkIndex !== index)
+    else for (const a of this.addresses) if (a.linkIndex === index) this.addConnectedRoute(a)
     this.emit({ kind: 'link', action: 'new', link: { ...link } })
   }
 
@@ -195,6 +198,7 @@ export class MemoryHostNetwork implements HostNetwork {
   }
 
   async listAddresses(f: LinkFilter = {}): Promise<LinkAddress[]> {
+    this.injectFault('listAddresses', [f])
     return this.addresses.filter((a) => matchesLinkFilter(a, f)).map((a) => ({ ...a }))
   }
 
@@ -205,18 +209,7 @@ export class MemoryHostNetwork implements HostNetwork {
     const a = normalizeAddress(address)
     if (this.addresses.some((x) => sameAddress(x, a))) throw new NetlinkError(op, 'EEXIST')
     this.addresses.push(a)
-    const connected = parseCidr(`${a.address}/${a.prefixLength}`)
-    const hostBits = a.family === 'inet' ? 32 : 128
-    if (a.prefixLength < hostBits) {
-      this.routes.push({
-        family: a.family,
-        dst: `${connected.address}/${connected.prefixLength}`,
-        linkIndex: a.linkIndex,
-        protocol: RTPROT_KERNEL,
-        table: MAIN_TABLE,
-        src: a.family === 'inet' ? a.address : undefined,
-      })
-    }
+    this.addConnectedRoute(a)
   }
 
   async deleteAddress(address: LinkAddress): Promise<void> {
@@ -234,6 +227,7 @@ export class MemoryHostNetwork implements HostNetwork {
   }
 
   async listNeighbours(f: LinkFilter = {}): Promise<Neighbour[]> {
+    this.injectFault('listNeighbours', [f])
     return this.neighbours.filter((n) => matchesLinkFilter(n, f)).map((n) => ({ ...n }))
   }
 
@@ -266,6 +260,7 @@ export class MemoryHostNetwork implements HostNetwork {
   }
 
   async listFdb(f: { readonly linkIndex?: number | undefined } = {}): Promise<FdbEntry[]> {
+    this.injectFault('listFdb', [f])
     return this.fdb
       .filter((e) => f.linkIndex === undefined || e.linkIndex === f.linkIndex)
       .map((e) => ({ ...e }))
@@ -307,6 +302,7 @@ export class MemoryHostNetwork implements HostNetwork {
   }
 
   async listRoutes(f: RouteFilter = {}): Promise<Route[]> {
+    this.injectFault('listRoutes', [f])
     const table = f.table ?? MAIN_TABLE
     return this.routes
       .filter(
@@ -422,8 +418,34 @@ export class MemoryHostNetwork implements HostNetwork {
     }
   }
 
+  /** The prefix route the kernel adds for an address (none for host addresses). */
+  private addConnectedRoute(a: LinkAddress): void {
+    const connected = parseCidr(`${a.address}/${a.prefixLength}`)
+    const dst = `${connected.address}/${connected.prefixLength}`
+    const hostBits = a.family === 'inet' ? 32 : 128
+    if (a.prefixLength === hostBits) return
+    if (
+      this.routes.some(
+        (r) => r.protocol === RTPROT_KERNEL && r.dst === dst && r.linkIndex === a.linkIndex,
+      )
+    )
+      return
+    this.routes.push({
+      family: a.family,
+      dst,
+      linkIndex: a.linkIndex,
+      protocol: RTPROT_KERNEL,
+      table: MAIN_TABLE,
+      src: a.family === 'inet' ? a.address : undefined,
+    })
+  }
+
   private record(method: string, args: unknown[]): void {
     this.calls.push({ method, args })
+    this.injectFault(method, args)
+  }
+
+  private injectFault(method: string, args: unknown[]): void {
     const i = this.faults.findIndex((f) => f.method === method && (!f.match || f.match(args)))
     if (i >= 0) {
       const [fault] = this.faults.splice(i, 1)

@@ -1,0 +1,142 @@
+import {
+  silentLogger,
+  throwIfAborted,
+  type Backend,
+  type BackendContext,
+  type ExternalInterface,
+  type Lease,
+  type LeaseAttrs,
+  type Logger,
+  type Network,
+  type NetworkConfig,
+  type RegisterOptions,
+} from '@flannel/core'
+import {
+  FLANNEL_ROUTE_PROTOCOL,
+  NetlinkHostNetwork,
+  normalizeIp,
+  type HostNetwork,
+} from '@flannel/linux'
+import { PublicIpNotLocalError } from './errors.js'
+import { HostGwNetwork } from './network.js'
+
+/** Options of {@link HostGwBackend}. */
+export interface HostGwOptions {
+  /** Where routes are written; default a {@link NetlinkHostNetwork} on the process's namespace. */
+  readonly host?: HostNetwork | undefined
+  /**
+   * `rtm_protocol` of the routes this backend installs, by which it finds its
+   * own routes again after a restart. Default {@link FLANNEL_ROUTE_PROTOCOL}.
+   */
+  readonly routeProtocol?: number | undefined
+  /** Full check of every route every so many milliseconds; default 10000 (flanneld's interval). */
+  readonly checkIntervalMs?: number | undefined
+  /** Delay before a repair triggered by a kernel notification, to batch bursts; default 20. */
+  readonly repairDelayMs?: number | undefined
+}
+
+/**
+ * flannel's host-gw backend: every peer's subnet is routed via the peer's
+ * PublicIP on the external interface (`ip route replace <subnet> via
+ * <PublicIP> dev <iface>`). Needs all hosts on one L2 segment.
+ */
+export class HostGwBackend implements Backend {
+  /** `host-gw`. */
+  readonly type = 'host-gw'
+  private readonly ctx: BackendContext
+  private readonly options: HostGwOptions
+  private readonly logger: Logger
+
+  constructor(ctx: BackendContext, options: HostGwOptions = {}) {
+    this.ctx = ctx
+    this.options = options
+    this.logger = (ctx.logger ?? silentLogger).child({ backend: 'host-gw' })
+  }
+
+  /**
+   * Checks that the published addresses are the external interface's own,
+   * then acquires the lease (`BackendType "host-gw"`, no backend data).
+   * Rejects with {@link PublicIpNotLocalError} otherwise; nothing is changed
+   * on the host here.
+   */
+  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    throwIfAborted(opts.signal)
+    const ext = this.ctx.extIface
+    const host = this.options.host ?? new NetlinkHostNetwork({ logger: this.logger })
+    await checkPublicAddresses(config, ext, host)
+    throwIfAborted(opts.signal)
+
+    const attrs: LeaseAttrs = {
+      publicIP: config.enableIPv4 && ext.extAddr ? ext.extAddr : '0.0.0.0',
+      ...(config.enableIPv6 && ext.extV6Addr ? { publicIPv6: ext.extV6Addr } : {}),
+      backendType: 'host-gw',
+    }
+    let lease: Lease
+    try {
+      lease = await this.ctx.registry.acquireLease(attrs, {
+        signal: opts.signal,
+        previous: opts.previous,
+      })
+    } catch (error) {
+      if (opts.signal?.aborted) throw error
+      throw annotate(error, 'failed to acquire lease')
+    }
+    this.logger.info({ subnet: lease.subnet.toString() }, 'host-gw lease acquired')
+    return new HostGwNetwork({
+      lease,
+      mtu: ext.mtu,
+      ext,
+      config,
+      host,
+      logger: this.logger,
+      routeProtocol: this.options.routeProtocol ?? FLANNEL_ROUTE_PROTOCOL,
+      checkIntervalMs: this.options.checkIntervalMs ?? 10_000,
+      repairDelayMs: this.options.repairDelayMs ?? 20,
+    })
+  }
+}
+
+/** Creates a {@link HostGwBackend} with default options (for backend lookup by Type). */
+export const createBackend = (ctx: BackendContext): Backend => new HostGwBackend(ctx)
+
+async function checkPublicAddresses(
+  config: NetworkConfig,
+  ext: ExternalInterface,
+  host: HostNetwork,
+): Promise<void> {
+  const families: {
+    on: boolean
+    pub: string | undefined
+    iface: string | undefined
+    family: 'inet' | 'inet6'
+  }[] = [
+    { on: config.enableIPv4, pub: ext.extAddr, iface: ext.ifaceAddr, family: 'inet' },
+    { on: config.enableIPv6, pub: ext.extV6Addr, iface: ext.ifaceV6Addr, family: 'inet6' },
+  ]
+  for (const f of families) {
+    if (!f.on) continue
+    if (
+      f.pub === undefined ||
+      f.iface === undefined ||
+      normalizeIp(f.pub) !== normalizeIp(f.iface)
+    ) {
+      throw new PublicIpNotLocalError(f.pub ?? '', ext.name)
+    }
+    const own = await host.listAddresses({ linkIndex: ext.index, family: f.family })
+    if (!own.some((a) => a.address === normalizeIp(f.pub!))) {
+      throw new PublicIpNotLocalError(
+        f.pub,
+        ext.name,
+        `host-gw: PublicIP ${f.pub} is not an address of interface ${ext.name}`,
+      )
+    }
+  }
+}
+
+function annotate(error: unknown, prefix: string): unknown {
+  if (error instanceof Error) {
+    error.message = `${prefix}: ${error.message}`
+    return error
+  }
+  return new Error(`${prefix}: ${String(error)}`)
+}
