@@ -77,6 +77,13 @@ export interface NetlinkHostNetworkOptions {
  */
 export class NetlinkHostNetwork implements HostNetwork {
   private socket: RtSocket | undefined
+  /**
+   * One request in flight at a time: the netlink package groups multipart
+   * (dump) replies by arrival order, so an ACK of a concurrent request landing
+   * between two parts of a dump breaks the dump ("Multipart message not
+   * terminated properly"), and the kernel refuses a second concurrent dump.
+   */
+  private inFlight: Promise<unknown> = Promise.resolve()
   private readonly timeout: number
   private readonly bufferBytes: number
   private readonly logger: Logger
@@ -440,8 +447,11 @@ export class NetlinkHostNetwork implements HostNetwork {
       )
       this.socket = socket
     }
+    const socket = this.socket
+    const request = this.inFlight.then(() => fn(socket, nl))
+    this.inFlight = request.catch(() => undefined)
     try {
-      return await fn(this.socket, nl)
+      return await request
     } catch (error) {
       const wrapped = toNetlinkError(operation, error)
       if (/timed? ?out/i.test(String((error as Error)?.message)) && wrapped.errno === 'EUNKNOWN') {

@@ -39,7 +39,10 @@ lines.on('line', (line) => {
     })
     subscriptions.set(id, sub)
     // The socket joins its groups once the netlink module is loaded: make sure it is, then ack.
-    void host.listLinks().then(() => setImmediate(() => send({ id, result: null })))
+    host.listLinks().then(
+      () => setImmediate(() => send({ id, result: null })),
+      (error: unknown) => send({ id, error: serializeError(error) }),
+    )
     return
   }
   if (method === 'unsubscribe') {

@@ -136,12 +136,17 @@ export class RemoteHostNetwork implements HostNetwork {
     return this.ready
   }
 
+  private write(message: unknown): void {
+    if (!this.exited && this.child.stdin.writable)
+      this.child.stdin.write(`${JSON.stringify(message)}\n`)
+  }
+
   private request(method: string, args: unknown[]): Promise<unknown> {
     if (this.exited) return Promise.reject(new Error(`host driver in ${this.ns} has exited`))
     const id = this.nextId++
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject })
-      this.child.stdin.write(`${JSON.stringify({ id, method, args })}\n`)
+      this.write({ id, method, args })
     })
   }
 
