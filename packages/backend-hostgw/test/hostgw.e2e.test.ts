@@ -8,7 +8,6 @@ import {
   inNs,
   kernelTestsUnavailable,
   runPrefix,
-  sh,
 } from '../../linux/test/helpers/netns.js'
 import { HostGwBackend } from '../src/index.js'
 import { SharedLeases } from './helpers/shared-registry.js'
