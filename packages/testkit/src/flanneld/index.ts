@@ -1,0 +1,400 @@
+/**
+ * Harness for interoperability tests against the real upstream `flanneld`
+ * binary (spec: interop.md section 2): find the binary, start a private etcd
+ * that both flanneld (inside network namespaces) and test code (in the test
+ * process) can reach, create namespaces with TEST-NET underlay addresses, and
+ * run flanneld inside them. Nothing here ever runs flanneld in the host
+ * namespace; every namespace, process and directory is removed on cleanup.
+ *
+ * etcd listens on a loopback TCP port (for clients in the test process) and on
+ * a unix socket (for flanneld inside namespaces: a path-bound socket is
+ * reachable from any network namespace, so no host interface is touched).
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process'
+import { accessSync, constants as fsConstants, existsSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+
+const execFileAsync = promisify(execFile)
+
+/** Repository root (this file is packages/testkit/src/flanneld/index.ts). */
+const REPO_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..')
+
+/** Where a locally built flanneld is looked for when `FLANNELD_BIN` is unset. */
+export const LOCAL_FLANNELD = join(REPO_ROOT, '.tmp', 'flanneld')
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, fsConstants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The flanneld binary to test against: `$FLANNELD_BIN` when set, else
+ * `<repo>/.tmp/flanneld` when present, else undefined.
+ */
+export function findFlanneld(): string | undefined {
+  const fromEnv = process.env.FLANNELD_BIN
+  if (fromEnv !== undefined && fromEnv !== '') return isExecutable(fromEnv) ? fromEnv : undefined
+  return isExecutable(LOCAL_FLANNELD) ? LOCAL_FLANNELD : undefined
+}
+
+/**
+ * Why interop tests cannot run here, or undefined when they can (a flanneld
+ * binary, root, `ip` and an etcd binary are all needed).
+ */
+export function interopSkipReason(): string | undefined {
+  const env = process.env.FLANNELD_BIN
+  if (findFlanneld() === undefined) {
+    return env
+      ? `FLANNELD_BIN=${env} is not an executable file`
+      : `no flanneld binary (set FLANNELD_BIN or build one into ${LOCAL_FLANNELD})`
+  }
+  if (process.getuid?.() !== 0) return 'network namespaces need root'
+  if (!existsSync('/usr/bin/etcd') && !process.env.ETCD_BIN)
+    return 'no etcd binary at /usr/bin/etcd'
+  return undefined
+}
+
+/** A short random prefix for namespace and device names of one test run (`fl` + 4 hex). */
+export function runPrefix(): string {
+  return `fl${randomBytes(2).toString('hex')}`
+}
+
+/** Runs a command and returns its stdout; rejects with stderr in the message on failure. */
+export async function run(cmd: string, args: readonly string[]): Promise<string> {
+  try {
+    const { stdout } = await execFileAsync(cmd, [...args], { maxBuffer: 16 * 1024 * 1024 })
+    return stdout
+  } catch (err) {
+    const e = err as { stderr?: string; message: string }
+    throw new Error(`${cmd} ${args.join(' ')} failed: ${e.stderr?.trim() || e.message}`, {
+      cause: err,
+    })
+  }
+}
+
+/** A free TCP port on 127.0.0.1 (bound and released; good enough for test setup). */
+export async function freePort(): Promise<number> {
+  return await new Promise((resolvePort, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      const port = typeof address === 'object' && address ? address.port : 0
+      server.close(() => resolvePort(port))
+    })
+  })
+}
+
+async function sleep(ms: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, ms))
+}
+
+/** Waits for a child process to exit; resolves with its exit code (or signal name). */
+function exited(child: ChildProcess): Promise<number | string> {
+  if (child.exitCode !== null) return Promise.resolve(child.exitCode)
+  if (child.signalCode !== null) return Promise.resolve(child.signalCode)
+  return new Promise((r) => child.once('exit', (code, signal) => r(code ?? signal ?? -1)))
+}
+
+async function stopChild(child: ChildProcess, graceMs = 3000): Promise<number | string> {
+  if (child.exitCode !== null || child.signalCode !== null) return exited(child)
+  const done = exited(child)
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs)
+  try {
+    return await done
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+// ---------------------------------------------------------------------------
+// etcd
+
+/** A private single-node etcd for interop tests. */
+export interface InteropEtcd {
+  /** Endpoint for clients in the test process, e.g. `http://127.0.0.1:41234`. */
+  readonly clientUrl: string
+  /** Endpoint for flanneld inside a namespace (`unix://<dir>/etcd.sock:1`). */
+  readonly socketEndpoint: string
+  /** The temp directory holding data and socket. */
+  readonly dir: string
+  /** Stops etcd and removes its directory. */
+  stop(): Promise<void>
+}
+
+/**
+ * Starts `/usr/bin/etcd` (or `$ETCD_BIN`) on a free loopback port plus a unix
+ * socket in a fresh temp directory, and waits until it is healthy.
+ */
+export async function startInteropEtcd(): Promise<InteropEtcd> {
+  const dir = await mkdtemp(join(tmpdir(), 'fl-interop-etcd-'))
+  const clientPort = await freePort()
+  const peerPort = await freePort()
+  const clientUrl = `http://127.0.0.1:${clientPort}`
+  const peerUrl = `http://127.0.0.1:${peerPort}`
+  const child = spawn(
+    process.env.ETCD_BIN ?? '/usr/bin/etcd',
+    [
+      '--name=interop',
+      `--data-dir=${join(dir, 'data')}`,
+      // etcd 3.4 wants unix URLs as host:port; the socket file is `etcd.sock:1` in cwd.
+      `--listen-client-urls=${clientUrl},unix://etcd.sock:1`,
+      `--advertise-client-urls=${clientUrl}`,
+      `--listen-peer-urls=${peerUrl}`,
+      `--initial-advertise-peer-urls=${peerUrl}`,
+      `--initial-cluster=interop=${peerUrl}`,
+      '--initial-cluster-state=new',
+      '--logger=zap',
+      '--log-outputs=stderr',
+    ],
+    { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] },
+  )
+  let log = ''
+  child.stderr?.on('data', (chunk: Buffer) => {
+    if (log.length < 1_000_000) log += chunk.toString()
+  })
+  const stop = async (): Promise<void> => {
+    await stopChild(child)
+    await rm(dir, { recursive: true, force: true })
+  }
+  try {
+    const deadline = Date.now() + 15_000
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`etcd exited early:\n${log.slice(-2000)}`)
+      try {
+        const res = await fetch(`${clientUrl}/health`)
+        if (res.ok && (await res.text()).includes('true')) break
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error(`etcd not healthy in 15 s:\n${log.slice(-2000)}`)
+      await sleep(50)
+    }
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  return { clientUrl, socketEndpoint: `unix://${join(dir, 'etcd.sock:1')}`, dir, stop }
+}
+
+// ---------------------------------------------------------------------------
+// Network namespaces
+
+/** A network namespace created by a test; removed by {@link Netns.destroy}. */
+export class Netns {
+  private constructor(readonly name: string) {}
+
+  /** Creates namespace `name` with loopback up. */
+  static async create(name: string): Promise<Netns> {
+    if (name.length > 15 || !/^fl[0-9a-z-]+$/.test(name)) {
+      throw new Error(`namespace name ${name} must start with fl and be at most 15 characters`)
+    }
+    await run('ip', ['netns', 'add', name])
+    const ns = new Netns(name)
+    try {
+      await ns.ip('link', 'set', 'lo', 'up')
+    } catch (err) {
+      await ns.destroy()
+      throw err
+    }
+    return ns
+  }
+
+  /** Runs `ip -n <ns> ...args` and returns stdout. */
+  async ip(...args: string[]): Promise<string> {
+    return run('ip', ['-n', this.name, ...args])
+  }
+
+  /** Runs a command inside the namespace (`ip netns exec`). */
+  async exec(cmd: string, ...args: string[]): Promise<string> {
+    return run('ip', ['netns', 'exec', this.name, cmd, ...args])
+  }
+
+  /**
+   * Adds a bridge `dev` carrying `cidr` (e.g. `192.0.2.11/24`), up: a stand-in
+   * external interface for backends that need no peer traffic (alloc).
+   */
+  async addBridge(dev: string, cidr: string, mtu = 1500): Promise<void> {
+    await this.ip('link', 'add', dev, 'type', 'bridge')
+    await this.ip('link', 'set', dev, 'mtu', String(mtu))
+    await this.ip('addr', 'add', cidr, 'dev', dev)
+    await this.ip('link', 'set', dev, 'up')
+  }
+
+  /** Removes the namespace (and with it every device inside). Never throws. */
+  async destroy(): Promise<void> {
+    await run('ip', ['netns', 'del', this.name]).catch(() => undefined)
+  }
+}
+
+/**
+ * Joins two namespaces with a veth pair created directly inside them (never
+ * in the host namespace), addresses them and brings both ends up.
+ */
+export async function linkNamespaces(
+  a: { ns: Netns; dev: string; cidr: string },
+  b: { ns: Netns; dev: string; cidr: string },
+): Promise<void> {
+  await a.ns.ip('link', 'add', a.dev, 'type', 'veth', 'peer', 'name', b.dev, 'netns', b.ns.name)
+  for (const side of [a, b]) {
+    await side.ns.ip('addr', 'add', side.cidr, 'dev', side.dev)
+    await side.ns.ip('link', 'set', side.dev, 'up')
+  }
+}
+
+// ---------------------------------------------------------------------------
+// flanneld
+
+/** How to run one flanneld. */
+export interface FlanneldOptions {
+  /** Namespace to run in (required: flanneld never runs in the host namespace). */
+  readonly netns: Netns
+  /** etcd endpoint reachable from the namespace (`InteropEtcd.socketEndpoint`). */
+  readonly etcdEndpoint: string
+  /** `--etcd-prefix` (default `/coreos.com/network`). */
+  readonly etcdPrefix?: string
+  /** `--iface`. */
+  readonly iface: string
+  /** `--subnet-file`. */
+  readonly subnetFile: string
+  /** `--public-ip`, when it should differ from the interface address. */
+  readonly publicIp?: string
+  /** `--ip-masq` (default false). */
+  readonly ipMasq?: boolean
+  /** Further flags, e.g. `--iptables-forward-rules=false`. */
+  readonly extraArgs?: readonly string[]
+  /** Binary; default {@link findFlanneld}. */
+  readonly bin?: string
+}
+
+/** A running (or finished) flanneld with its log. */
+export class Flanneld {
+  private logText = ''
+  private readonly waiters = new Set<() => void>()
+  private readonly exit: Promise<number | string>
+
+  private constructor(private readonly child: ChildProcess) {
+    const onData = (chunk: Buffer): void => {
+      if (this.logText.length < 4_000_000) this.logText += chunk.toString()
+      for (const wake of this.waiters) wake()
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    this.exit = exited(child)
+    void this.exit.then(() => {
+      for (const wake of this.waiters) wake()
+    })
+  }
+
+  /** Starts flanneld inside `opts.netns`. */
+  static start(opts: FlanneldOptions): Flanneld {
+    const bin = opts.bin ?? findFlanneld()
+    if (bin === undefined) throw new Error('no flanneld binary')
+    const args = [
+      `--etcd-endpoints=${opts.etcdEndpoint}`,
+      `--etcd-prefix=${opts.etcdPrefix ?? '/coreos.com/network'}`,
+      `--iface=${opts.iface}`,
+      `--subnet-file=${opts.subnetFile}`,
+      `--ip-masq=${opts.ipMasq === true ? 'true' : 'false'}`,
+      ...(opts.publicIp !== undefined ? [`--public-ip=${opts.publicIp}`] : []),
+      ...(opts.extraArgs ?? []),
+    ]
+    // `ip netns exec` execs the binary, so the child's pid is flanneld's own.
+    const child = spawn('ip', ['netns', 'exec', opts.netns.name, bin, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+    })
+    return new Flanneld(child)
+  }
+
+  /** Everything flanneld printed so far. */
+  get log(): string {
+    return this.logText
+  }
+
+  /** The exit code (or signal) once it has exited. */
+  get exitCode(): number | string | null {
+    return this.child.exitCode ?? this.child.signalCode
+  }
+
+  /**
+   * Waits until a log line matches `pattern` and returns the match; rejects
+   * when flanneld exits first or after `timeoutMs`.
+   */
+  async waitForLog(pattern: RegExp, timeoutMs = 10_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const m = this.logText.match(pattern)
+      if (m) return m
+      if (this.exitCode !== null) {
+        throw new Error(`flanneld exited (${this.exitCode}) before ${pattern}:\n${this.tail()}`)
+      }
+      const left = deadline - Date.now()
+      if (left <= 0) throw new Error(`timed out waiting for ${pattern}:\n${this.tail()}`)
+      const waiters = this.waiters
+      await new Promise<void>((wake) => {
+        const done = (): void => {
+          clearTimeout(timer)
+          waiters.delete(done)
+          wake()
+        }
+        const timer = setTimeout(done, Math.min(left, 500))
+        waiters.add(done)
+      })
+    }
+  }
+
+  /** Waits for flanneld to exit by itself; returns its exit code or signal. */
+  async waitForExit(timeoutMs = 10_000): Promise<number | string> {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`flanneld still running:\n${this.tail()}`)),
+        timeoutMs,
+      )
+    })
+    try {
+      return await Promise.race([this.exit, timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Stops flanneld (SIGTERM, then SIGKILL after 3 s) and returns its exit status. */
+  async stop(): Promise<number | string> {
+    return stopChild(this.child)
+  }
+
+  private tail(): string {
+    return this.logText.split('\n').slice(-25).join('\n')
+  }
+}
+
+/** The log line flanneld prints with the effective IPv4 range (`Picking subnet in range A ... B`). */
+export const PICKING_RANGE = /Picking subnet in range (\S+) \.\.\. (\S+)/
+/** The log line with the effective IPv6 range. */
+export const PICKING_RANGE6 = /Picking ipv6 subnet in range (\S+) \.\.\. (\S+)/
+/** The log line of a config that could not be fetched or validated; group 1 is the error text. */
+export const CONFIG_ERROR = /Couldn't fetch network config: (.*)$/m
+/** The log line of a new allocation; groups: IPv4 subnet, IPv6 subnet. */
+export const ALLOCATED = /Allocated lease \(ip: (\S+) ipv6: (\S+)\)/
+/** The log line after subnet.env was written. */
+export const SUBNET_FILE_WRITTEN = /Wrote subnet file to /
+
+/** The flanneld version string (`flanneld --version`). */
+export async function flanneldVersion(bin = findFlanneld()): Promise<string> {
+  if (bin === undefined) throw new Error('no flanneld binary')
+  const { stdout, stderr } = await execFileAsync(bin, ['--version'])
+  return `${stdout}${stderr}`.trim()
+}
