@@ -10,3 +10,11 @@ export { NetlinkError, isNetlinkError } from './errors.js'
 export { MemoryHostNetwork, type MemoryLinkSpec, type MemoryCall } from './memory.js'
 export { normalizeCidr, normalizeIp, normalizeMac } from './address.js'
 export { NetlinkHostNetwork, type NetlinkHostNetworkOptions } from './netlink.js'
+export {
+  ExternalInterfaceError,
+  NO_MATCHING_INTERFACE_MESSAGE,
+  chooseExternalInterface,
+  selectExternalInterface,
+  type ExternalInterfaceOptions,
+  type InterfaceSnapshot,
+} from './extiface.js'

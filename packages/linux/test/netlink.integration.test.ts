@@ -181,7 +181,7 @@ describe.skipIf(unavailable !== undefined)(
         ip: '10.244.2.0',
         mac: '0e:00:00:00:02:01',
       })
-      expect(await host.listNeighbours({ linkIndex: vx.index })).toEqual([
+      expect(await host.listNeighbours({ linkIndex: vx.index, family: 'inet' })).toEqual([
         {
           linkIndex: vx.index,
           family: 'inet',

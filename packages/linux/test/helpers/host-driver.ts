@@ -31,7 +31,10 @@ function serializeError(error: unknown): Record<string, unknown> {
 
 const lines = createInterface({ input: process.stdin })
 lines.on('line', (line) => {
-  const { id, method, args } = JSON.parse(line) as { id: number; method: string; args: unknown[] }
+  const request = JSON.parse(line) as { id: number; method: string; args: unknown[] }
+  const { id, method } = request
+  // JSON turns undefined arguments into null.
+  const args = request.args.map((a) => (a === null ? undefined : a))
   if (method === 'subscribe') {
     const sub = host.notifications(args[0] as never).subscribe({
       next: (event) => send({ sub: id, event }),
