@@ -285,13 +285,13 @@ describe('parseNetworkConfig: Go encoding/json decoding', () => {
     ['{"Network":16}', 'invalid CIDR address: 16', 'Network', '16'],
     [
       '{"Network":"10.3.0.0/16","SubnetMin":"10.3.1"}',
-      'Invalid IP address format',
+      'invalid IP address format',
       'SubnetMin',
       '10.3.1',
     ],
     [
       '{"EnableIPv6":true,"IPv6Network":"fc00::/48","IPv6SubnetMax":"fc00::g"}',
-      'Invalid IP address format',
+      'invalid IP address format',
       'IPv6SubnetMax',
       'fc00::g',
     ],

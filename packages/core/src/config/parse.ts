@@ -195,10 +195,11 @@ function decodeIp6Net(value: GoValue | undefined, field: string): Ip6Net {
   return Ip6Net.parse(`${text.slice(0, slash)}/${len}`)
 }
 
+// Message as flanneld v0.28.10 prints it (measured); v0.26.x capitalised it ("Invalid ...").
 function decodeIp4(value: GoValue | undefined, field: string): number {
   if (value === undefined) return 0
   const text = unquotedRaw(value)
-  if (!isIp4(text)) throw new ConfigError('Invalid IP address format', field, text)
+  if (!isIp4(text)) throw new ConfigError('invalid IP address format', field, text)
   return parseIp4(text)
 }
 
@@ -211,7 +212,7 @@ function decodeIp6(
   if (value === undefined) return current
   if (value.kind === 'null') return undefined
   const text = unquotedRaw(value)
-  if (!isIp6(text)) throw new ConfigError('Invalid IP address format', field, text)
+  if (!isIp6(text)) throw new ConfigError('invalid IP address format', field, text)
   return parseIp6(text)
 }
 

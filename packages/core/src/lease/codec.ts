@@ -98,7 +98,7 @@ export function decodeLeaseAttrs(json: string): LeaseAttrs {
       case 'PublicIP': {
         const text = unquoted(value)
         if (!isIp4(text))
-          throw new InvalidArgumentError('PublicIP', text, 'Invalid IP address format')
+          throw new InvalidArgumentError('PublicIP', text, 'invalid IP address format')
         publicIP = text
         break
       }
@@ -109,7 +109,7 @@ export function decodeLeaseAttrs(json: string): LeaseAttrs {
         }
         const text = unquoted(value)
         if (!isIp6(text)) {
-          throw new InvalidArgumentError('PublicIPv6', text, 'Invalid IP address format')
+          throw new InvalidArgumentError('PublicIPv6', text, 'invalid IP address format')
         }
         publicIPv6 = formatIp6(parseIp6(text))
         break

@@ -19,6 +19,7 @@ import { join, resolve } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { Etcd3 } from 'etcd3'
 
 const execFileAsync = promisify(execFile)
 
@@ -129,6 +130,8 @@ export interface InteropEtcd {
   readonly socketEndpoint: string
   /** The temp directory holding data and socket. */
   readonly dir: string
+  /** A new etcd3 client for the test process; closed by {@link InteropEtcd.stop}. */
+  connect(): Etcd3
   /** Stops etcd and removes its directory. */
   stop(): Promise<void>
 }
@@ -164,7 +167,9 @@ export async function startInteropEtcd(): Promise<InteropEtcd> {
   child.stderr?.on('data', (chunk: Buffer) => {
     if (log.length < 1_000_000) log += chunk.toString()
   })
+  const clients: Etcd3[] = []
   const stop = async (): Promise<void> => {
+    for (const c of clients) c.close()
     await stopChild(child)
     await rm(dir, { recursive: true, force: true })
   }
@@ -185,7 +190,12 @@ export async function startInteropEtcd(): Promise<InteropEtcd> {
     await stop()
     throw err
   }
-  return { clientUrl, socketEndpoint: `unix://${join(dir, 'etcd.sock:1')}`, dir, stop }
+  const connect = (): Etcd3 => {
+    const c = new Etcd3({ hosts: clientUrl })
+    clients.push(c)
+    return c
+  }
+  return { clientUrl, socketEndpoint: `unix://${join(dir, 'etcd.sock:1')}`, dir, connect, stop }
 }
 
 // ---------------------------------------------------------------------------
