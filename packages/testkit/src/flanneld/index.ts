@@ -381,9 +381,13 @@ export class Flanneld {
     }
   }
 
-  /** Stops flanneld (SIGTERM, then SIGKILL after 3 s) and returns its exit status. */
-  async stop(): Promise<number | string> {
-    return stopChild(this.child)
+  /**
+   * Stops flanneld (SIGTERM, then SIGKILL after `graceMs`) and returns its
+   * exit status. The grace is short because flanneld v0.28.10 often hangs
+   * after SIGTERM at `Waiting for all goroutines to exit`.
+   */
+  async stop(graceMs = 1000): Promise<number | string> {
+    return stopChild(this.child, graceMs)
   }
 
   private tail(): string {
@@ -407,4 +411,36 @@ export async function flanneldVersion(bin = findFlanneld()): Promise<string> {
   if (bin === undefined) throw new Error('no flanneld binary')
   const { stdout, stderr } = await execFileAsync(bin, ['--version'])
   return `${stdout}${stderr}`.trim()
+}
+
+/** One subnet key as stored in etcd, with its etcd lease. */
+export interface StoredLease {
+  /** Full key, e.g. `/coreos.com/network/subnets/10.244.95.0-24`. */
+  readonly key: string
+  /** The value bytes as text. */
+  readonly value: string
+  /** etcd lease id (decimal string), `'0'` when the key has none. */
+  readonly leaseId: string
+  /** The lease's granted TTL in seconds (`-1` when the key has no lease). */
+  readonly grantedTTL: number
+  /** Keys attached to that lease. */
+  readonly leaseKeys: readonly string[]
+}
+
+/** Reads every key under `<prefix>/subnets/` with its etcd lease (`etcdctl lease timetolive --keys`). */
+export async function dumpSubnets(client: Etcd3, prefix: string): Promise<StoredLease[]> {
+  const res = await client.getAll().prefix(`${prefix}/subnets/`).exec()
+  const out: StoredLease[] = []
+  for (const kv of res.kvs) {
+    const leaseId = String(kv.lease)
+    let grantedTTL = -1
+    let leaseKeys: string[] = []
+    if (leaseId !== '0') {
+      const ttl = await client.leaseClient.leaseTimeToLive({ ID: leaseId, keys: true })
+      grantedTTL = Number(ttl.grantedTTL)
+      leaseKeys = ttl.keys.map((k) => Buffer.from(k).toString())
+    }
+    out.push({ key: kv.key.toString(), value: kv.value.toString(), leaseId, grantedTTL, leaseKeys })
+  }
+  return out
 }

@@ -1,0 +1,221 @@
+/**
+ * Lease bytes, TTL pattern, reuse, reservations and subnet.env against real
+ * flanneld (interop.md 2, items 2, 3, 4, 5, 10, 25), compared with core's
+ * `subnetKey`, `encodeLeaseAttrs`/`decodeLeaseAttrs` and `formatSubnetEnv`/
+ * `writeSubnetEnv`. flanneld runs in network namespace A (192.0.2.11), joined
+ * by a veth pair to namespace B (192.0.2.12); etcd is private to the test.
+ * Skipped with a printed reason when no flanneld binary is available.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import {
+  Ip4Net,
+  decodeLeaseAttrs,
+  encodeLeaseAttrs,
+  formatSubnetEnv,
+  parseNetworkConfig,
+  parseSubnetKey,
+  subnetEnvValues,
+  subnetKey,
+  writeSubnetEnv,
+  type Lease,
+} from '@flannel/core'
+import {
+  ALLOCATED,
+  Flanneld,
+  Netns,
+  SUBNET_FILE_WRITTEN,
+  dumpSubnets,
+  interopSkipReason,
+  linkNamespaces,
+  runPrefix,
+  startInteropEtcd,
+  type InteropEtcd,
+} from '@flannel/testkit/flanneld'
+
+const skipReason = interopSkipReason()
+if (skipReason) console.warn(`interop-lease: real flanneld checks skipped: ${skipReason}`)
+
+const NETWORK = '10.244.0.0/16'
+const PUBLIC_IP = '192.0.2.11'
+
+describe.skipIf(skipReason !== undefined)(
+  `lease bytes and subnet.env vs real flanneld${skipReason ? ` (skipped: ${skipReason})` : ''}`,
+  () => {
+    const p = runPrefix()
+    const devA = `${p}a0`
+    let etcd: InteropEtcd
+    let client: ReturnType<InteropEtcd['connect']>
+    let a: Netns
+    let b: Netns
+    let dir: string
+    const running = new Set<Flanneld>()
+
+    beforeAll(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'fl-interop-lease-'))
+      etcd = await startInteropEtcd()
+      client = etcd.connect()
+      a = await Netns.create(`${p}-a`)
+      b = await Netns.create(`${p}-b`)
+      await linkNamespaces(
+        { ns: a, dev: devA, cidr: `${PUBLIC_IP}/24` },
+        { ns: b, dev: `${p}b0`, cidr: '192.0.2.12/24' },
+      )
+    }, 60_000)
+
+    afterAll(async () => {
+      for (const f of running) await f.stop()
+      await a?.destroy()
+      await b?.destroy()
+      await etcd?.stop()
+      if (dir) await rm(dir, { recursive: true, force: true })
+    })
+
+    function start(prefix: string, subnetFile: string, extra: string[] = []): Flanneld {
+      const f = Flanneld.start({
+        netns: a,
+        etcdEndpoint: etcd.socketEndpoint,
+        etcdPrefix: prefix,
+        iface: devA,
+        subnetFile,
+        extraArgs: ['--iptables-forward-rules=false', ...extra],
+      })
+      running.add(f)
+      return f
+    }
+
+    async function stop(f: Flanneld): Promise<void> {
+      await f.stop()
+      running.delete(f)
+    }
+
+    async function vtepMac(): Promise<string> {
+      const links = JSON.parse(await a.ip('-j', 'link', 'show', 'flannel.1')) as {
+        address: string
+      }[]
+      return links[0]!.address
+    }
+
+    it.each([
+      ['alloc', 1500],
+      ['host-gw', 1500],
+      ['udp', 1472],
+      ['vxlan', 1450],
+    ] as const)(
+      '%s: key, value bytes, 86400 s lease and subnet.env equal what core produces',
+      async (type, mtu) => {
+        const prefix = `/bytes-${type}/network`
+        const configText = `{"Network":"${NETWORK}","Backend":{"Type":"${type}"}}`
+        await client.put(`${prefix}/config`).value(configText)
+        const subnetFile = join(dir, `${type}.env`)
+        const f = start(prefix, subnetFile)
+        const allocated = await f.waitForLog(ALLOCATED)
+        await f.waitForLog(SUBNET_FILE_WRITTEN)
+        const [stored, ...more] = await dumpSubnets(client, prefix)
+        expect(more).toEqual([])
+
+        // key (item 2)
+        const subnet = Ip4Net.parse(allocated[1]!)
+        expect(stored!.key).toBe(`${prefix}/subnets/${subnetKey(subnet)}`)
+        expect(parseSubnetKey(stored!.key)?.subnet.toString()).toBe(subnet.toString())
+
+        // value bytes (item 2, 7, 8)
+        const attrs =
+          type === 'vxlan'
+            ? {
+                publicIP: PUBLIC_IP,
+                backendType: 'vxlan',
+                backendData: { VNI: 1, VtepMAC: await vtepMac() },
+              }
+            : type === 'host-gw'
+              ? { publicIP: PUBLIC_IP, backendType: 'host-gw' }
+              : { publicIP: PUBLIC_IP }
+        expect(stored!.value).toBe(encodeLeaseAttrs(attrs))
+        expect(encodeLeaseAttrs(decodeLeaseAttrs(stored!.value))).toBe(stored!.value)
+        console.info(`flanneld ${type}: ${stored!.key} = ${stored!.value}`)
+
+        // TTL pattern (item 3)
+        expect(stored!.grantedTTL).toBe(86400)
+        expect(stored!.leaseKeys).toEqual([stored!.key])
+
+        // subnet.env (item 25): text, then our atomic writer's bytes and mode
+        const theirs = await readFile(subnetFile, 'utf8')
+        const lease: Lease = { subnet, attrs, expiration: new Date() }
+        const values = subnetEnvValues(parseNetworkConfig(configText), lease, mtu, false)
+        expect(theirs).toBe(formatSubnetEnv(values))
+        const ourFile = join(dir, `ours-${type}.env`)
+        await writeSubnetEnv(ourFile, values)
+        expect(await readFile(ourFile, 'utf8')).toBe(theirs)
+        expect((await stat(ourFile)).mode & 0o777).toBe((await stat(subnetFile)).mode & 0o777)
+        console.info(`flanneld ${type} subnet.env:\n${theirs}`)
+        await stop(f)
+      },
+    )
+
+    it('restart reuses the lease by PublicIP with a fresh 86400 s etcd lease; the old one is not revoked (items 3, 4)', async () => {
+      const prefix = '/reuse/network'
+      await client
+        .put(`${prefix}/config`)
+        .value(`{"Network":"${NETWORK}","Backend":{"Type":"alloc"}}`)
+      const file = join(dir, 'reuse.env')
+      const first = start(prefix, file)
+      await first.waitForLog(SUBNET_FILE_WRITTEN)
+      await stop(first)
+      const [before] = await dumpSubnets(client, prefix)
+      await rm(file) // no previous subnet: only reuse by PublicIP can keep the subnet
+      const second = start(prefix, file)
+      await second.waitForLog(
+        /Found lease \(ip: \S+ ipv6: \S+\) for current IP \(192\.0\.2\.11\), reusing/,
+      )
+      await second.waitForLog(SUBNET_FILE_WRITTEN)
+      await stop(second)
+      const [after] = await dumpSubnets(client, prefix)
+      expect(after!.key).toBe(before!.key)
+      expect(after!.value).toBe(before!.value)
+      expect(after!.leaseId).not.toBe(before!.leaseId)
+      expect(after!.grantedTTL).toBe(86400)
+      const old = await client.leaseClient.leaseTimeToLive({ ID: before!.leaseId, keys: true })
+      expect(Number(old.TTL)).toBeGreaterThan(0) // still alive, with no keys
+      expect(old.keys).toEqual([])
+    })
+
+    it('takes the previous subnet from subnet.env after its key was deleted (item 5)', async () => {
+      const prefix = '/previous/network'
+      await client
+        .put(`${prefix}/config`)
+        .value(`{"Network":"${NETWORK}","Backend":{"Type":"alloc"}}`)
+      const file = join(dir, 'previous.env')
+      const first = start(prefix, file)
+      await first.waitForLog(SUBNET_FILE_WRITTEN)
+      await stop(first)
+      const [before] = await dumpSubnets(client, prefix)
+      await client.delete().key(before!.key)
+      const second = start(prefix, file)
+      await second.waitForLog(/Found previously leased subnet \(\S+\), reusing/)
+      await second.waitForLog(SUBNET_FILE_WRITTEN)
+      await stop(second)
+      const [after] = await dumpSubnets(client, prefix)
+      expect(after!.key).toBe(before!.key)
+    })
+
+    it('reuses a reservation (key without etcd lease) and turns it into a 86400 s lease (item 10)', async () => {
+      const prefix = '/reservation/network'
+      await client
+        .put(`${prefix}/config`)
+        .value(`{"Network":"${NETWORK}","Backend":{"Type":"alloc"}}`)
+      const key = `${prefix}/subnets/10.244.77.0-24`
+      await client.put(key).value(encodeLeaseAttrs({ publicIP: PUBLIC_IP }))
+      const f = start(prefix, join(dir, 'reservation.env'))
+      await f.waitForLog(/Found lease \(ip: 10\.244\.77\.0\/24 ipv6: \S+\) for current IP/)
+      await f.waitForLog(SUBNET_FILE_WRITTEN)
+      await stop(f)
+      const [after, ...more] = await dumpSubnets(client, prefix)
+      expect(more).toEqual([])
+      expect(after!.key).toBe(key)
+      expect(after!.leaseId).not.toBe('0')
+      expect(after!.grantedTTL).toBe(86400)
+    })
+  },
+)
