@@ -18,3 +18,16 @@ export {
   type ExternalInterfaceOptions,
   type InterfaceSnapshot,
 } from './extiface.js'
+export { CommandError, runCommand, type CommandRunner } from './command.js'
+export {
+  forwardChain,
+  masqueradeChain,
+  nftTable,
+  nftablesDeleteScript,
+  nftablesScript,
+  type IpVersion,
+  type IptablesChain,
+  type NftablesRules,
+  type RuleNetworks,
+} from './rules.js'
+export { HostRules, type HostRulesEvent, type HostRulesOptions } from './hostrules.js'
