@@ -444,3 +444,95 @@ export async function dumpSubnets(client: Etcd3, prefix: string): Promise<Stored
   }
   return out
 }
+
+/** Kernel state of one VXLAN device, in a form that can be compared between implementations. */
+export interface VxlanState {
+  readonly mtu: number
+  readonly operstate: string
+  readonly mac: string
+  /** `vxlan id 1 local 192.0.2.11 dev <ext> dstport 8472 nolearning` and further flags, as `ip -d` prints. */
+  readonly vxlan: {
+    readonly id: number
+    readonly local: string | undefined
+    readonly dev: string | undefined
+    readonly port: number
+    readonly learning: boolean
+    readonly gbp: boolean
+  }
+  /** `net.ipv6.conf.<dev>.accept_ra`. */
+  readonly acceptRa: string
+  /** Addresses with prefix, sorted. */
+  readonly addresses: readonly string[]
+  /** `ip neigh show dev <dev>`: `<dst> lladdr <mac> <STATE>` lines, sorted. */
+  readonly neighbours: readonly string[]
+  /** `bridge fdb show dev <dev>`: `<mac> dst <ip> <flags> <state>` lines, sorted. */
+  readonly fdb: readonly string[]
+  /** `ip route show dev <dev>`: `<dst> via <gw> <flags>` lines, sorted. */
+  readonly routes: readonly string[]
+}
+
+interface IpLinkJson {
+  mtu: number
+  operstate: string
+  address: string
+  linkinfo?: { info_data?: Record<string, unknown> }
+}
+
+/** Reads a VXLAN device's state inside `ns` (with `ip -j`, `bridge -j` and procfs). */
+export async function readVxlanState(ns: Netns, dev: string): Promise<VxlanState> {
+  const [link] = JSON.parse(await ns.ip('-d', '-j', 'link', 'show', 'dev', dev)) as IpLinkJson[]
+  if (link === undefined) throw new Error(`no device ${dev} in ${ns.name}`)
+  const data = link.linkinfo?.info_data ?? {}
+  const addrs = JSON.parse(await ns.ip('-j', 'addr', 'show', 'dev', dev)) as {
+    addr_info: { local: string; prefixlen: number }[]
+  }[]
+  const neigh = JSON.parse(await ns.ip('-j', 'neigh', 'show', 'dev', dev)) as {
+    dst: string
+    lladdr?: string
+    state?: string[]
+  }[]
+  const fdb = JSON.parse(
+    await run('ip', ['netns', 'exec', ns.name, 'bridge', '-j', 'fdb', 'show', 'dev', dev]),
+  ) as {
+    mac: string
+    dst?: string
+    flags?: string[]
+    state?: string
+  }[]
+  const routes = JSON.parse(await ns.ip('-j', 'route', 'show', 'dev', dev)) as {
+    dst: string
+    gateway?: string
+    flags?: string[]
+  }[]
+  const acceptRa = (await ns.exec('cat', `/proc/sys/net/ipv6/conf/${dev}/accept_ra`)).trim()
+  return {
+    mtu: link.mtu,
+    operstate: link.operstate,
+    mac: link.address,
+    vxlan: {
+      id: Number(data.id),
+      local: data.local as string | undefined,
+      dev: data.link as string | undefined,
+      port: Number(data.port),
+      learning: data.learning === true,
+      gbp: data.gbp === true,
+    },
+    acceptRa,
+    addresses: addrs
+      .flatMap((a) => a.addr_info)
+      .map((i) => `${i.local}/${i.prefixlen}`)
+      .sort(),
+    neighbours: neigh
+      .map((n) => `${n.dst} lladdr ${n.lladdr ?? '-'} ${(n.state ?? []).join(',')}`)
+      .sort(),
+    fdb: fdb
+      .filter((e) => e.dst !== undefined)
+      .map((e) => `${e.mac} dst ${e.dst} ${(e.flags ?? []).join(',')} ${e.state ?? ''}`.trim())
+      .sort(),
+    routes: routes
+      .map((r) =>
+        `${r.dst}${r.gateway ? ` via ${r.gateway}` : ''} ${(r.flags ?? []).join(',')}`.trim(),
+      )
+      .sort(),
+  }
+}
