@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
   Ip4Net,
+  Ip6Net,
   decodeLeaseAttrs,
   encodeLeaseAttrs,
   formatSubnetEnv,
@@ -63,6 +64,8 @@ describe.skipIf(skipReason !== undefined)(
         { ns: a, dev: devA, cidr: `${PUBLIC_IP}/24` },
         { ns: b, dev: `${p}b0`, cidr: '192.0.2.12/24' },
       )
+      await a.ip('addr', 'add', '2001:db8::11/64', 'dev', devA, 'nodad')
+      await b.ip('addr', 'add', '2001:db8::12/64', 'dev', `${p}b0`, 'nodad')
     }, 60_000)
 
     afterAll(async () => {
@@ -91,8 +94,8 @@ describe.skipIf(skipReason !== undefined)(
       running.delete(f)
     }
 
-    async function vtepMac(): Promise<string> {
-      const links = JSON.parse(await a.ip('-j', 'link', 'show', 'flannel.1')) as {
+    async function vtepMac(dev = 'flannel.1'): Promise<string> {
+      const links = JSON.parse(await a.ip('-j', 'link', 'show', dev)) as {
         address: string
       }[]
       return links[0]!.address
@@ -153,6 +156,67 @@ describe.skipIf(skipReason !== undefined)(
         await stop(f)
       },
     )
+
+    it('dual-stack vxlan: key with IPv6 part, PublicIPv6 and BackendV6Data bytes, IPv6 subnet.env lines (items 2, 22, 25)', async () => {
+      const prefix = '/bytes-dual/network'
+      const configText =
+        '{"Network":"10.245.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan","VNI":7}}'
+      await client.put(`${prefix}/config`).value(configText)
+      const subnetFile = join(dir, 'dual.env')
+      const f = start(prefix, subnetFile)
+      const allocated = await f.waitForLog(ALLOCATED)
+      await f.waitForLog(SUBNET_FILE_WRITTEN)
+      const [stored] = await dumpSubnets(client, prefix)
+      const subnet = Ip4Net.parse(allocated[1]!)
+      const ipv6Subnet = Ip6Net.parse(allocated[2]!)
+      expect(stored!.key).toBe(`${prefix}/subnets/${subnetKey(subnet, ipv6Subnet)}`)
+      const parsed = parseSubnetKey(stored!.key)
+      expect(parsed?.ipv6Subnet?.toString()).toBe(ipv6Subnet.toString())
+      const attrs = {
+        publicIP: PUBLIC_IP,
+        publicIPv6: '2001:db8::11',
+        backendType: 'vxlan',
+        backendData: { VNI: 7, VtepMAC: await vtepMac('flannel.7') },
+        backendV6Data: { VNI: 7, VtepMAC: await vtepMac('flannel-v6.7') },
+      }
+      expect(stored!.value).toBe(encodeLeaseAttrs(attrs))
+      expect(encodeLeaseAttrs(decodeLeaseAttrs(stored!.value))).toBe(stored!.value)
+      console.info(`flanneld dual-stack vxlan: ${stored!.key} = ${stored!.value}`)
+      const theirs = await readFile(subnetFile, 'utf8')
+      const lease: Lease = { subnet, ipv6Subnet, attrs, expiration: new Date() }
+      expect(theirs).toBe(
+        formatSubnetEnv(subnetEnvValues(parseNetworkConfig(configText), lease, 1450, false)),
+      )
+      console.info(`flanneld dual-stack subnet.env:\n${theirs}`)
+      await stop(f)
+    })
+
+    it('--ip-masq=true: FLANNEL_IPMASQ=true in subnet.env (item 25)', async () => {
+      const prefix = '/masq/network'
+      const configText = `{"Network":"${NETWORK}","Backend":{"Type":"alloc"}}`
+      await client.put(`${prefix}/config`).value(configText)
+      const subnetFile = join(dir, 'masq.env')
+      const f = Flanneld.start({
+        netns: a,
+        etcdEndpoint: etcd.socketEndpoint,
+        etcdPrefix: prefix,
+        iface: devA,
+        subnetFile,
+        ipMasq: true,
+      })
+      running.add(f)
+      const allocated = await f.waitForLog(ALLOCATED)
+      await f.waitForLog(SUBNET_FILE_WRITTEN)
+      await stop(f)
+      const lease: Lease = {
+        subnet: Ip4Net.parse(allocated[1]!),
+        attrs: { publicIP: PUBLIC_IP },
+        expiration: new Date(),
+      }
+      expect(await readFile(subnetFile, 'utf8')).toBe(
+        formatSubnetEnv(subnetEnvValues(parseNetworkConfig(configText), lease, 1500, true)),
+      )
+    })
 
     it('restart reuses the lease by PublicIP with a fresh 86400 s etcd lease; the old one is not revoked (items 3, 4)', async () => {
       const prefix = '/reuse/network'
