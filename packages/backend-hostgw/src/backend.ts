@@ -81,6 +81,11 @@ export class HostGwBackend implements Backend {
       if (opts.signal?.aborted) throw error
       throw annotate(error, 'failed to acquire lease')
     }
+    if (opts.signal?.aborted) {
+      // Aborted while acquiring: give the lease back so nothing is left behind.
+      await this.ctx.registry.releaseLease(lease).catch(() => undefined)
+      throwIfAborted(opts.signal)
+    }
     this.logger.info({ subnet: lease.subnet.toString() }, 'host-gw lease acquired')
     return new HostGwNetwork({
       lease,

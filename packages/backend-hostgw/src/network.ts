@@ -14,10 +14,11 @@ import {
   type AddressFamily,
   type HostNetwork,
   type HostNetworkNotification,
+  type LinkAddress,
   type Route,
 } from '@flannel/linux'
 import { Observable, type Subscriber } from 'rxjs'
-import { onLink } from './onlink.js'
+import { onLinkOf } from './onlink.js'
 import { SerialQueue } from './serial.js'
 
 /** What {@link HostGwNetwork} needs; built by the backend. */
@@ -68,6 +69,8 @@ class RouteKeeper {
   private readonly reportedOffLink = new Set<string>()
   private readonly queue = new SerialQueue()
   private initialBatchDone = false
+  /** The external interface's addresses, read once per batch or check (for the on-link test). */
+  private addresses: LinkAddress[] | undefined
   private stopped = false
   private repairTimer: NodeJS.Timeout | undefined
   private checkTimer: NodeJS.Timeout | undefined
@@ -120,6 +123,7 @@ class RouteKeeper {
   }
 
   private async applyBatch(batch: readonly LeaseEvent[]): Promise<void> {
+    this.addresses = undefined
     for (const event of batch) {
       if (this.stopped) return
       if (event.lease.attrs.backendType !== 'host-gw') {
@@ -191,7 +195,8 @@ class RouteKeeper {
     const key = routeKey(route.family, route.dst)
     const { host, ext } = this.init
     try {
-      if (!(await onLink(host, ext.index, route.gateway!))) {
+      this.addresses ??= await host.listAddresses({ linkIndex: ext.index })
+      if (!onLinkOf(this.addresses, route.gateway!)) {
         if (!this.reportedOffLink.has(key)) {
           this.reportedOffLink.add(key)
           const reason = `peer PublicIP ${route.gateway} is not on-link on ${ext.name}; no route to ${route.dst}`
@@ -264,6 +269,7 @@ class RouteKeeper {
    */
   private async check(report: boolean): Promise<void> {
     if (this.stopped || !this.initialBatchDone) return
+    this.addresses = undefined
     const { host, routeProtocol } = this.init
     const families: AddressFamily[] = []
     if (this.init.config.enableIPv4) families.push('inet')

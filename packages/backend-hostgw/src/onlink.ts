@@ -1,21 +1,16 @@
-import type { HostNetwork } from '@flannel/linux'
-import { normalizeCidr } from '@flannel/linux'
+import { normalizeCidr, type LinkAddress } from '@flannel/linux'
 
 /**
- * True when `gateway` lies inside a prefix of one of the interface's own
- * addresses, i.e. the kernel accepts it as a next hop without `onlink`.
+ * True when `gateway` lies inside the prefix of one of the interface's own
+ * `addresses`, i.e. the kernel accepts it as a next hop without `onlink`.
+ * IPv6 link-local next hops are always on-link.
  */
-export async function onLink(
-  host: HostNetwork,
-  linkIndex: number,
-  gateway: string,
-): Promise<boolean> {
+export function onLinkOf(addresses: readonly LinkAddress[], gateway: string): boolean {
   const family = gateway.includes(':') ? 'inet6' : 'inet'
-  const addresses = await host.listAddresses({ linkIndex, family })
   for (const a of addresses) {
+    if (a.family !== family) continue
     const net = normalizeCidr(`${a.address}/${a.prefixLength}`)
     if (normalizeCidr(`${gateway}/${a.prefixLength}`) === net) return true
   }
-  // IPv6 link-local next hops are always on-link.
   return family === 'inet6' && /^fe[89ab]/i.test(gateway)
 }

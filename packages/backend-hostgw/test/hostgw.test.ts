@@ -155,6 +155,32 @@ describe('HostGwBackend.registerNetwork', () => {
     ).rejects.toThrow('host-gw: PublicIP 192.0.2.1 is not an address of interface eth0')
   })
 
+  it('gives the lease back when aborted while acquiring', async () => {
+    const host = new MemoryHostNetwork({ links: [{ name: 'eth0' }] })
+    const eth = (await host.getLink('eth0'))!
+    await host.addAddress({
+      linkIndex: eth.index,
+      family: 'inet',
+      address: '192.0.2.1',
+      prefixLength: 24,
+    })
+    const registry = new FixedLeaseRegistry(config4)
+    const controller = new AbortController()
+    registry.onAcquire = () => controller.abort()
+    const ext = {
+      name: 'eth0',
+      index: eth.index,
+      mtu: 1500,
+      ifaceAddr: '192.0.2.1',
+      extAddr: '192.0.2.1',
+    }
+    const error = await new HostGwBackend({ registry, extIface: ext }, { host })
+      .registerNetwork(config4, { signal: controller.signal })
+      .catch((e: unknown) => e)
+    expect(isFlannelError(error, 'ABORTED')).toBe(true)
+    expect(registry.released.map((l) => l.subnet.toString())).toEqual(['10.244.1.0/24'])
+  })
+
   it('createBackend builds a host-gw backend', () => {
     const registry = new FixedLeaseRegistry(config4)
     expect(createBackend({ registry, extIface: { name: 'eth0', index: 2, mtu: 1500 } }).type).toBe(

@@ -11,6 +11,9 @@ import { NEVER, type Observable } from 'rxjs'
 
 export class FixedLeaseRegistry implements SubnetRegistry {
   readonly acquired: LeaseAttrs[] = []
+  readonly released: Lease[] = []
+  /** Called while acquiring (e.g. to abort in the middle). */
+  onAcquire: () => void = () => {}
 
   constructor(
     private readonly config: NetworkConfig,
@@ -24,6 +27,7 @@ export class FixedLeaseRegistry implements SubnetRegistry {
 
   async acquireLease(attrs: LeaseAttrs): Promise<Lease> {
     this.acquired.push(attrs)
+    this.onAcquire()
     return {
       subnet: Ip4Net.parse(this.subnet),
       ...(this.ipv6Subnet ? { ipv6Subnet: Ip6Net.parse(this.ipv6Subnet) } : {}),
@@ -36,7 +40,9 @@ export class FixedLeaseRegistry implements SubnetRegistry {
     return lease
   }
 
-  async releaseLease(): Promise<void> {}
+  async releaseLease(lease: Lease): Promise<void> {
+    this.released.push(lease)
+  }
 
   watchLeases(): Observable<never> {
     return NEVER
