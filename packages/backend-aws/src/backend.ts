@@ -274,9 +274,10 @@ export class AwsVpcBackend implements Backend {
   ): Promise<void> {
     const eni = where.eni.NetworkInterfaceId
     if (where.eni.SourceDestCheck === false) return
+    // It was on: turning it back on is right even if the call below fails half-way.
+    undo.push(() => api.setSourceDestCheck(eni, true))
     try {
       await api.setSourceDestCheck(eni, false, signal)
-      undo.push(() => api.setSourceDestCheck(eni, true))
       this.logger.info({ eni }, 'disabled SourceDestCheck')
     } catch (err) {
       if (isFlannelError(err, 'ABORTED')) throw err
@@ -323,6 +324,11 @@ export class AwsVpcBackend implements Backend {
         this.logger.info(log, 'route already present')
         return
       case 'create':
+        // Registered before the call: an abort or a lost answer may still have created it.
+        undo.push(async () => {
+          if (await this.pointsAtEni(api, table, subnet, eni))
+            await api.deleteRoute(table, destination)
+        })
         try {
           await api.createRoute(table, destination, { NetworkInterfaceId: eni }, signal)
         } catch (err) {
@@ -330,27 +336,36 @@ export class AwsVpcBackend implements Backend {
             routeLimit(err, table, routes.length) ?? wrap(err, `unable to add route ${destination}`)
           )
         }
-        undo.push(async () => {
-          await api.deleteRoute(table, destination)
-        })
         this.logger.info(log, 'created route')
         return
       case 'replace': {
+        const previous: RouteTarget | undefined = targetOf(action.previous)
+        // Registered before the call, for the same reason.
+        undo.push(async () => {
+          if (!(await this.pointsAtEni(api, table, subnet, eni))) return
+          if (previous === undefined || action.previous.State === 'blackhole')
+            await api.deleteRoute(table, destination)
+          else await api.replaceRoute(table, destination, previous)
+        })
         await api
           .replaceRoute(table, destination, { NetworkInterfaceId: eni }, signal)
           .catch((err: unknown) => {
             throw wrap(err, `unable to replace route ${destination}`)
           })
-        const previous: RouteTarget | undefined = targetOf(action.previous)
-        undo.push(async () => {
-          if (previous === undefined || action.previous.State === 'blackhole')
-            await api.deleteRoute(table, destination)
-          else await api.replaceRoute(table, destination, previous)
-        })
         this.logger.info({ ...log, previous: action.previous }, 'replaced route pointing elsewhere')
         return
       }
     }
+  }
+
+  private async pointsAtEni(
+    api: Ec2Api,
+    table: string,
+    subnet: Ip4Net,
+    eni: string,
+  ): Promise<boolean> {
+    const routes = (await api.describeRouteTables({ ids: [table] }))[0]?.Routes ?? []
+    return planOwnRoute(routes, subnet, eni).kind === 'keep'
   }
 
   private async rollback(undo: Undo[]): Promise<void> {

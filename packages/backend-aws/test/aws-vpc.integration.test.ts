@@ -511,6 +511,29 @@ describe.skipIf(skipReason !== undefined)(
       expect(acquired).toEqual([])
     })
 
+    it('on abort right after CreateRoute, removes the route, restores SourceDestCheck and releases the lease', async () => {
+      const abort = new AbortController()
+      proxy.onAnswer = (call) => {
+        if (call.action === 'CreateRoute') abort.abort()
+      }
+      try {
+        const { backend, released } = setup()
+        const err = await rejection(backend.registerNetwork(cfg(), { signal: abort.signal }))
+        expect(isFlannelError(err, 'ABORTED')).toBe(true)
+        expect(await routes(w.mainTable)).toEqual([])
+        expect(await sourceDestCheck()).toBe(true)
+        expect(released.map((l) => l.subnet.toString())).toEqual([OWN])
+        expect(mutations()).toEqual([
+          'ModifyNetworkInterfaceAttribute',
+          'CreateRoute',
+          'DeleteRoute',
+          'ModifyNetworkInterfaceAttribute',
+        ])
+      } finally {
+        proxy.onAnswer = undefined
+      }
+    })
+
     it('stops at once on an aborted signal', async () => {
       const { backend, acquired } = setup()
       const err = await rejection(backend.registerNetwork(cfg(), { signal: AbortSignal.abort() }))

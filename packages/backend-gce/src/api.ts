@@ -160,15 +160,28 @@ export class GceApi {
     return all
   }
 
-  /** routes.insert, then waits for its operation. */
-  async insertRoute(route: Route, signal?: AbortSignal): Promise<void> {
+  /**
+   * routes.insert, then waits for its operation. `started` receives the
+   * operation's name as soon as the API accepted the insert.
+   */
+  async insertRoute(
+    route: Route,
+    signal?: AbortSignal,
+    started?: (operation: string) => void,
+  ): Promise<void> {
     const { routes } = await this.load()
     const [op] = await this.call(
       'routes.insert',
       () => routes.insert({ project: this.settings.project, routeResource: route }),
       signal,
     )
+    if (op.latestResponse?.name) started?.(op.latestResponse.name)
     await this.waitFor(op.latestResponse, signal)
+  }
+
+  /** Waits for a running operation by name (its error, if any, is thrown). */
+  async waitOperation(name: string, signal?: AbortSignal): Promise<void> {
+    await this.waitFor({ name, status: 'RUNNING' }, signal)
   }
 
   /** routes.delete, then waits for its operation; false when the route was already gone (404). */

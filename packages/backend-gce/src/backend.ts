@@ -226,9 +226,23 @@ export class GceBackend implements Backend {
       nextHopInstance: instanceLink,
       priority: ROUTE_PRIORITY,
     }
+    let operation: string | undefined
     try {
-      await api.insertRoute(route, signal)
+      await api.insertRoute(route, signal, (op) => (operation = op))
     } catch (err) {
+      // Aborted or timed out while the insert ran: let it finish, then remove
+      // the route, so none is left that nobody owns.
+      if (operation !== undefined && !(err instanceof GceOperationError)) {
+        await api
+          .waitOperation(operation)
+          .then(() => api.deleteRoute(name))
+          .catch((cleanupErr: unknown) => {
+            this.logger.warn(
+              { err: cleanupErr, route: name },
+              'could not delete the route of a failed start',
+            )
+          })
+      }
       if (removed !== undefined) await this.restore(api, removed)
       throw quota(err, project) ?? err
     }

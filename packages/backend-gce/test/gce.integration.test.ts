@@ -374,6 +374,32 @@ describe('GceBackend against the local Compute REST endpoint (real @google-cloud
     expect((err as Error).message).toMatch(/^error getting network metadata: /)
   })
 
+  it('on abort while the insert runs, lets it finish, removes the route and releases the lease', async () => {
+    emu.options.pendingPolls = 4
+    const abort = new AbortController()
+    const { backend, released } = setup({ pollIntervalMs: 20 })
+    const waits = () => emu.requests.filter((r) => r.path.endsWith('/wait')).length
+    const watcher = setInterval(() => {
+      if (
+        emu.requests.some((r) => r.method === 'POST' && r.path.endsWith('/global/routes')) &&
+        waits() >= 1
+      ) {
+        abort.abort()
+      }
+    }, 1)
+    try {
+      const err = await rejection(backend.registerNetwork(config, { signal: abort.signal }))
+      expect(isFlannelError(err, 'ABORTED')).toBe(true)
+    } finally {
+      clearInterval(watcher)
+    }
+    expect(emu.routes.size).toBe(0)
+    expect(
+      emu.requests.filter((r) => r.method === 'DELETE').map((r) => r.path.split('/').pop()),
+    ).toEqual([ROUTE])
+    expect(released).toHaveLength(1)
+  })
+
   it('stops at once on an aborted signal', async () => {
     const { backend, acquired } = setup()
     const err = await rejection(backend.registerNetwork(config, { signal: AbortSignal.abort() }))

@@ -206,6 +206,8 @@ export interface Ec2Proxy {
   readonly options: Ec2ProxyOptions
   /** Answers matching calls with an EC2 error instead of forwarding them. */
   fail(fault: Ec2Fault): void
+  /** Called once moto has answered a call, before the answer is sent on (e.g. to abort the caller then). */
+  onAnswer: ((call: Ec2Call) => void) | undefined
   close(): Promise<void>
 }
 
@@ -259,18 +261,21 @@ export async function startEc2Proxy(
     after: async (req, body, answer) => {
       const last = calls.at(-1)
       if (last?.status === -1) last.status = answer.status
+      if (last !== undefined) proxy.onAnswer?.(last)
       const action = new URLSearchParams(body.toString('utf8')).get('Action')
       if (action !== 'DescribeRouteTables' || answer.status !== 200) return undefined
       return Buffer.from(await markBlackholes(target, req.headers.authorization, answer.body))
     },
   })
-  return {
+  const proxy: Ec2Proxy = {
     endpoint: server.url,
     calls,
     options,
     fail: (fault) => faults.push(fault),
+    onAnswer: undefined,
     close: server.close,
   }
+  return proxy
 }
 
 function errorAnswer(status: number, code: string, message: string): ProxyAnswer {
