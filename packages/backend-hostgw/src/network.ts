@@ -309,8 +309,10 @@ class RouteKeeper {
           })
         }
       }
+      // Protocols up to `static` (4) are shared with the kernel and administrators: never clean those.
+      const ownsProtocol = routeProtocol > 4
       for (const r of routes) {
-        if (r.protocol !== routeProtocol || this.stopped) continue
+        if (!ownsProtocol || r.protocol !== routeProtocol || this.stopped) continue
         if (this.wanted.has(routeKey(family, r.dst))) continue
         try {
           await host.deleteRoute({

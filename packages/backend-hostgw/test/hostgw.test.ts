@@ -294,6 +294,44 @@ describe('HostGwNetwork.run', () => {
     })
   })
 
+  it('never cleans routes when told to use a shared protocol such as boot', async () => {
+    const host = new MemoryHostNetwork({ links: [{ name: 'eth0' }] })
+    const eth = (await host.getLink('eth0'))!
+    await host.addAddress({
+      linkIndex: eth.index,
+      family: 'inet',
+      address: '192.0.2.1',
+      prefixLength: 24,
+    })
+    await host.addRoute({
+      family: 'inet',
+      dst: '172.16.0.0/16',
+      gateway: '192.0.2.254',
+      linkIndex: eth.index,
+      protocol: RTPROT_BOOT,
+    })
+    const ext = {
+      name: 'eth0',
+      index: eth.index,
+      mtu: 1500,
+      ifaceAddr: '192.0.2.1',
+      extAddr: '192.0.2.1',
+    }
+    const backend = new HostGwBackend(
+      { registry: new FixedLeaseRegistry(config4), extIface: ext },
+      { host, routeProtocol: RTPROT_BOOT },
+    )
+    const events$ = new Subject<LeaseEvent[]>()
+    const sub = (await backend.registerNetwork(config4)).run(events$).subscribe()
+    events$.next([{ type: 'added', lease: peer('10.244.2.0/24', '192.0.2.2') }])
+    await settle()
+    sub.unsubscribe()
+    expect((await host.listRoutes({ protocol: RTPROT_BOOT })).map((r) => r.dst).sort()).toEqual([
+      '10.244.2.0/24',
+      '172.16.0.0/16',
+    ])
+  })
+
   it('restores a deleted route promptly from the route notification', async () => {
     const r = await rig()
     r.events$.next([{ type: 'added', lease: peer('10.244.2.0/24', '192.0.2.2') }])
