@@ -62,7 +62,7 @@ export class Ec2Api {
   async describeInstance(instanceId: string, signal?: AbortSignal): Promise<Instance | undefined> {
     const instances: Instance[] = []
     try {
-      await this.paginate('DescribeInstances', async (sdk, NextToken) => {
+      await this.paginate(async (sdk, NextToken) => {
         const out = await this.send<DescribeInstancesCommandOutput>(
           sdk.DescribeInstancesCommand,
           { InstanceIds: [instanceId], NextToken },
@@ -85,7 +85,7 @@ export class Ec2Api {
     signal?: AbortSignal,
   ): Promise<RouteTable[]> {
     const tables: RouteTable[] = []
-    await this.paginate('DescribeRouteTables', async (sdk, NextToken) => {
+    await this.paginate(async (sdk, NextToken) => {
       const out = await this.send<DescribeRouteTablesCommandOutput>(
         sdk.DescribeRouteTablesCommand,
         {
@@ -157,8 +157,8 @@ export class Ec2Api {
     }
   }
 
+  // Calls `page` with each NextToken until there is none.
   private async paginate(
-    _operation: string,
     page: (sdk: Sdk, token: string | undefined) => Promise<string | undefined>,
   ): Promise<void> {
     const sdk = await this.load()
