@@ -11,6 +11,7 @@ import {
   inNs,
   kernelTestsUnavailable,
   runPrefix,
+  sh,
 } from './helpers/netns.js'
 
 const unavailable = await kernelTestsUnavailable()
@@ -343,6 +344,27 @@ describe.skipIf(unavailable !== undefined)(
       ])
       expect(events[0]).toMatchObject({ route: { gateway: '192.0.2.8', protocol: 70 } })
       await host.deleteLink(vx.index)
+    })
+
+    it('opens one socket per notification subscription and closes it on unsubscribe', async () => {
+      const sockets = async (): Promise<number> =>
+        (await sh('ls', ['-l', `/proc/${host.pid}/fd`]))
+          .split('\n')
+          .filter((l) => l.includes('socket:')).length
+      const waitFor = async (want: number): Promise<number> => {
+        let n = await sockets()
+        for (let i = 0; i < 100 && n !== want; i++) {
+          await new Promise((r) => setTimeout(r, 10))
+          n = await sockets()
+        }
+        return n
+      }
+      const before = await sockets()
+      const sub = host.notifications(['route']).subscribe()
+      await host.settle()
+      expect(await waitFor(before + 1)).toBe(before + 1)
+      sub.unsubscribe()
+      expect(await waitFor(before)).toBe(before)
     })
   },
 )

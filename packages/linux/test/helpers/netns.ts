@@ -131,6 +131,11 @@ export class RemoteHostNetwork implements HostNetwork {
     })
   }
 
+  /** Process id of the child (`ip netns exec` execs node, so this is the node process). */
+  get pid(): number | undefined {
+    return this.child.pid
+  }
+
   /** Resolves when the child is ready to serve calls. */
   start(): Promise<void> {
     return this.ready
