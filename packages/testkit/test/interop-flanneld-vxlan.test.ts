@@ -165,3 +165,72 @@ describe.skipIf(skipReason !== undefined)(
     })
   },
 )
+
+describe.skipIf(skipReason !== undefined)(
+  `real flanneld vxlan DirectRouting (item 19)${skipReason ? ` (skipped: ${skipReason})` : ''}`,
+  () => {
+    const p = runPrefix()
+    const devA = `${p}a0`
+    const prefix = '/vxdr/network'
+    let etcd: InteropEtcd
+    let a: Netns
+    let b: Netns
+    let dir: string
+    let flanneld: Flanneld | undefined
+
+    beforeAll(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'fl-interop-vxdr-'))
+      etcd = await startInteropEtcd()
+      const client = etcd.connect()
+      a = await Netns.create(`${p}-a`)
+      b = await Netns.create(`${p}-b`)
+      await linkNamespaces(
+        { ns: a, dev: devA, cidr: '192.0.2.11/24' },
+        { ns: b, dev: `${p}b0`, cidr: '192.0.2.12/24' },
+      )
+      await client
+        .put(`${prefix}/config`)
+        .value('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}')
+      const lease = client.lease(86400, { autoKeepAlive: false })
+      // one peer on the shared segment, one behind a router
+      await lease.put(`${prefix}/subnets/10.244.200.0-24`).value(PEER_VALUE)
+      await lease.put(`${prefix}/subnets/10.244.201.0-24`).value(
+        encodeLeaseAttrs({
+          publicIP: '198.51.100.9',
+          backendType: 'vxlan',
+          backendData: { VNI: 1, VtepMAC: '0a:58:0a:f4:c9:00' },
+        }),
+      )
+      flanneld = Flanneld.start({
+        netns: a,
+        etcdEndpoint: etcd.socketEndpoint,
+        etcdPrefix: prefix,
+        iface: devA,
+        subnetFile: join(dir, 'subnet.env'),
+        extraArgs: ['--iptables-forward-rules=false'],
+      })
+      await flanneld.waitForLog(SUBNET_FILE_WRITTEN)
+    }, 60_000)
+
+    afterAll(async () => {
+      await flanneld?.stop()
+      await a?.destroy()
+      await b?.destroy()
+      await etcd?.stop()
+      if (dir) await rm(dir, { recursive: true, force: true })
+    })
+
+    it('routes an on-link peer via its PublicIP and an off-link peer through the VTEP', async () => {
+      const state = await until(
+        () => readVxlanState(a, 'flannel.1'),
+        (s) => s.routes.length >= 1 && s.neighbours.length >= 1,
+      )
+      const direct = (await a.ip('route', 'show', '10.244.200.0/24')).trim()
+      console.info(`flanneld DirectRouting: ${direct}; vxlan ${JSON.stringify(state)}`)
+      expect(direct).toBe(`10.244.200.0/24 via 192.0.2.12 dev ${devA}`)
+      expect(state.neighbours).toEqual(['10.244.201.0 lladdr 0a:58:0a:f4:c9:00 PERMANENT'])
+      expect(state.fdb).toEqual(['0a:58:0a:f4:c9:00 dst 198.51.100.9 self permanent'])
+      expect(state.routes).toEqual(['10.244.201.0/24 via 10.244.201.0 onlink'])
+    })
+  },
+)
