@@ -216,11 +216,17 @@ class RouteKeeper {
 
   private async removeLease(lease: Lease): Promise<void> {
     let failed: unknown
+    let removed = 0
+    let superseded: string | undefined
     for (const route of this.routesOf(lease)) {
       const key = routeKey(route.family, route.dst)
       const current = this.wanted.get(key)
-      // A stale removal (the subnet was taken over by another address) leaves the newer route alone.
-      if (current && current.route.gateway !== route.gateway) continue
+      // A late removal of a subnet that now belongs to another address leaves the newer route alone.
+      if (current && current.route.gateway !== route.gateway) {
+        superseded = current.route.gateway
+        continue
+      }
+      removed++
       this.wanted.delete(key)
       this.reportedOffLink.delete(key)
       try {
@@ -235,7 +241,14 @@ class RouteKeeper {
       }
     }
     if (failed !== undefined) this.emit({ type: 'failed', action: 'remove', lease, error: failed })
-    else this.emit({ type: 'applied', action: 'remove', lease })
+    else if (removed > 0) this.emit({ type: 'applied', action: 'remove', lease })
+    else if (superseded !== undefined) {
+      this.emit({
+        type: 'ignored',
+        lease,
+        reason: `removal of ${lease.subnet.toString()} via ${lease.attrs.publicIP} ignored: now routed via ${superseded}`,
+      })
+    }
   }
 
   private onNotification(n: HostNetworkNotification): void {

@@ -221,6 +221,27 @@ describe('HostGwNetwork.run', () => {
     expect(r.seen.map((e) => e.type === 'applied' && e.action)).toEqual(['add', 'remove'])
   })
 
+  it('follows a subnet that moved to another PublicIP and ignores the late removal of the old lease', async () => {
+    const r = await rig()
+    const old = peer('10.244.2.0/24', '192.0.2.2')
+    const moved = peer('10.244.2.0/24', '192.0.2.22')
+    r.events$.next([{ type: 'added', lease: old }])
+    r.events$.next([{ type: 'added', lease: moved }])
+    r.events$.next([{ type: 'removed', lease: old }])
+    await settle()
+    expect(
+      (await r.host.listRoutes({ protocol: FLANNEL_ROUTE_PROTOCOL })).map((x) => [
+        x.dst,
+        x.gateway,
+      ]),
+    ).toEqual([['10.244.2.0/24', '192.0.2.22']])
+    expect(r.seen.at(-1)).toEqual({
+      type: 'ignored',
+      lease: old,
+      reason: 'removal of 10.244.2.0/24 via 192.0.2.2 ignored: now routed via 192.0.2.22',
+    })
+  })
+
   it('ignores leases of other backends, added and removed', async () => {
     const r = await rig()
     const lease = peer('10.244.3.0/24', '192.0.2.3', 'vxlan')
