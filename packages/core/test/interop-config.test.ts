@@ -122,6 +122,44 @@ const MATRIX: readonly Row[] = [
     flanneld: 'error: unexpected end of JSON input',
     backend: true,
   },
+  // Go encoding/json details
+  {
+    json: '{"network":"10.1.0.0/16","Network":"10.2.0.0/16"}',
+    flanneld: '24 10.2.1.0 10.2.255.0',
+  },
+  { json: '{"Network":"10.3.0.0/16","Comment":{"a":[1]}}', flanneld: '24 10.3.1.0 10.3.255.0' },
+  { json: '{"Network":"10.3.0.0/16","EnableIPv4":null}', flanneld: '24 10.3.1.0 10.3.255.0' },
+  { json: '{"Network":"10.3.0.0/16","SubnetMin":"0.0.0.0"}', flanneld: '24 10.3.1.0 10.3.255.0' },
+  { json: '{"Network":"10.3.0.0/16","\u017fubnetLen":20}', flanneld: '20 10.3.16.0 10.3.240.0' },
+  { json: '{"Networ\u212a":"10.3.0.0/16"}', flanneld: '24 10.3.1.0 10.3.255.0' },
+  {
+    json: '{"Network":"10.3.0.0/16","SubnetLen":24.0}',
+    flanneld:
+      'error: json: cannot unmarshal number 24.0 into Go struct field Config.SubnetLen of type uint',
+  },
+  {
+    json: '{"Network":"10.3.0.0/16","EnableIPv6":"true"}',
+    flanneld:
+      'error: json: cannot unmarshal string into Go struct field Config.EnableIPv6 of type bool',
+  },
+  { json: '{"SubnetLen":"x","Network":"nope"}', flanneld: 'error: invalid CIDR address: nope' },
+  { json: '{"Network":"10.3.0.0/33"}', flanneld: 'error: invalid CIDR address: 10.3.0.0/33' },
+  {
+    json: '{"Network":"10.3.0.0/16","SubnetLen":1e1}',
+    flanneld:
+      'error: json: cannot unmarshal number 1e1 into Go struct field Config.SubnetLen of type uint',
+  },
+  {
+    json: '{"Network":"10.3.0.0/16","Backend":{"Type":1}}',
+    flanneld:
+      'error: error decoding Backend property of config: json: cannot unmarshal number into Go struct field .Type of type string',
+    backend: true,
+  },
+  {
+    json: '{"Network":"10.3.0.0/16","Backend":{"type":"alloc","Type":"host-gw"}}',
+    flanneld: 'type: host-gw',
+    backend: true,
+  },
   // Backend
   { json: '{"Network":"10.3.0.0/16"}', flanneld: 'type: udp', backend: true },
   {
