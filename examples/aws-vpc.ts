@@ -49,6 +49,7 @@ const options: AwsVpcOptions = {
   maxAttempts: 5, // per EC2 call; the SDK backs off on throttling
   metadataTimeoutMs: 2000,
   collectStaleRoutes: true, // network.run() removes routes of leases that are gone
+  collectDelayMs: 5000, // after a lease change, before collecting (leases arriving meanwhile count as live)
   // region / instanceId: skip the metadata service
   // routeTableIds: take precedence over Backend.RouteTableID
   // credentials: a credential provider of your own (default: the SDK chain)

@@ -30,6 +30,7 @@ const options: GceOptions = {
   pollIntervalMs: real ? 1000 : 10, // between polls of a running operation
   metadataTimeoutMs: 5000,
   collectStaleRoutes: true, // network.run() removes flannel- routes of leases that are gone
+  collectDelayMs: 5000, // after a lease change, before collecting (leases arriving meanwhile count as live)
   // project / zone / instanceName / network: skip the metadata server
   // authClient: a google-auth-library client of your own (default: ADC)
   // clientOptions: more options for the SDK clients (e.g. keyFilename)

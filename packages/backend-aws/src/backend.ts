@@ -53,6 +53,12 @@ export interface AwsVpcOptions {
   readonly maxAttempts?: number | undefined
   /** Remove routes inside `Network` that no live lease owns while the network runs. Default true. */
   readonly collectStaleRoutes?: boolean | undefined
+  /**
+   * Pause between a lease change and the collection it triggers, so that a
+   * lease acquired meanwhile (and the route its host just made) counts as
+   * live. Default 5000 ms.
+   */
+  readonly collectDelayMs?: number | undefined
   /** A ready `EC2Client`; default: created lazily. */
   readonly client?: EC2Client | undefined
 }
@@ -161,6 +167,7 @@ export class AwsVpcBackend implements Backend {
         tableIds: where.tableIds,
         makeApi,
         collect: this.options.collectStaleRoutes ?? true,
+        collectDelayMs: this.options.collectDelayMs ?? 5000,
         logger: this.logger,
       })
     } finally {

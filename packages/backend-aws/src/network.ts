@@ -1,15 +1,8 @@
-import { Observable } from 'rxjs'
-import {
-  isFlannelError,
-  type Ip4Net,
-  type Lease,
-  type LeaseEvent,
-  type Logger,
-  type Network,
-  type NetworkEvent,
-} from '@flannel/core'
+import type { Observable } from 'rxjs'
+import type { Ip4Net, Lease, LeaseEvent, Logger, Network, NetworkEvent } from '@flannel/core'
+import { collectStale } from './collector.js'
 import type { Ec2Api } from './ec2.js'
-import { normalise, staleRoutes } from './plan.js'
+import { staleRoutes } from './plan.js'
 
 /** What {@link AwsVpcNetwork} needs from registration. */
 export interface AwsVpcNetworkInit {
@@ -19,6 +12,7 @@ export interface AwsVpcNetworkInit {
   readonly tableIds: readonly string[]
   readonly makeApi: () => Ec2Api
   readonly collect: boolean
+  readonly collectDelayMs: number
   readonly logger: Logger
 }
 
@@ -39,76 +33,37 @@ export class AwsVpcNetwork implements Network {
   }
 
   run(events: Observable<LeaseEvent[]>): Observable<NetworkEvent> {
-    return new Observable<NetworkEvent>((subscriber) => {
-      const abort = new AbortController()
-      const api = this.init.makeApi()
-      const own = this.lease.subnet.toString()
-      const live = new Set<string>([own])
-      let first = true
-      let queue = Promise.resolve()
-
-      const collect = async (only: Set<string> | undefined): Promise<void> => {
-        for (const table of this.init.tableIds) {
-          const routes =
-            (await api.describeRouteTables({ ids: [table] }, abort.signal))[0]?.Routes ?? []
-          for (const route of staleRoutes(routes, this.init.network, live, only)) {
-            const destination = route.DestinationCidrBlock as string
-            if (await api.deleteRoute(table, destination, abort.signal)) {
-              const target = route.NetworkInterfaceId ?? route.InstanceId ?? '?'
-              this.init.logger.info(
-                { routeTable: table, destination, target },
-                'deleted route of no live lease',
-              )
-              subscriber.next({
-                type: 'repaired',
-                what: 'stale-route',
-                detail: `${table}: ${destination} -> ${target}`,
-              })
+    return collectStale(events, {
+      own: this.lease,
+      ignoredReason: 'aws-vpc: each host routes its own subnet in the VPC route table',
+      enabled: this.init.collect,
+      delayMs: this.init.collectDelayMs,
+      start: () => {
+        const api = this.init.makeApi()
+        return {
+          close: () => api.close(),
+          collect: async (live, only, signal, emit) => {
+            for (const table of this.init.tableIds) {
+              const routes =
+                (await api.describeRouteTables({ ids: [table] }, signal))[0]?.Routes ?? []
+              for (const route of staleRoutes(routes, this.init.network, live, only)) {
+                const destination = route.DestinationCidrBlock as string
+                if (!(await api.deleteRoute(table, destination, signal))) continue
+                const target = route.NetworkInterfaceId ?? route.InstanceId ?? '?'
+                this.init.logger.info(
+                  { routeTable: table, destination, target },
+                  'deleted route of no live lease',
+                )
+                emit({
+                  type: 'repaired',
+                  what: 'stale-route',
+                  detail: `${table}: ${destination} -> ${target}`,
+                })
+              }
             }
-          }
+          },
         }
-      }
-
-      const input = events.subscribe({
-        next: (batch) => {
-          const removed = new Set<string>()
-          for (const event of batch) {
-            const key = event.lease.subnet.toString()
-            if (event.type === 'added') {
-              live.add(key)
-              removed.delete(key)
-              subscriber.next({
-                type: 'ignored',
-                lease: event.lease,
-                reason: 'aws-vpc: each host routes its own subnet in the VPC route table',
-              })
-            } else if (key !== own) {
-              live.delete(key)
-              removed.add(normalise(key) ?? key)
-            }
-          }
-          if (!this.init.collect) return
-          const only = first ? undefined : removed
-          first = false
-          if (only !== undefined && only.size === 0) return
-          queue = queue
-            .then(() => collect(only))
-            .catch((error: unknown) => {
-              if (abort.signal.aborted || isFlannelError(error, 'ABORTED')) return
-              subscriber.next({ type: 'warning', message: 'could not collect stale routes', error })
-            })
-        },
-        error: (err: unknown) => subscriber.error(err),
-        complete: () => {
-          void queue.then(() => subscriber.complete())
-        },
-      })
-
-      return () => {
-        abort.abort()
-        input.unsubscribe()
-        api.close()
-      }
+      },
     })
   }
 }

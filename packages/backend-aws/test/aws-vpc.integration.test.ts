@@ -364,7 +364,9 @@ describe.skipIf(skipReason !== undefined)(
         }),
       ) // inside Network but not an instance/ENI target
 
-      const network = await setup().backend.registerNetwork(cfg())
+      // A host that got its lease after the snapshot and made its route at once.
+      await addRoute(w.mainTable, '10.5.13.0/24', { NetworkInterfaceId: w.otherEni })
+      const network = await setup({ collectDelayMs: 200 }).backend.registerNetwork(cfg())
       const events = new Subject<LeaseEvent[]>()
       const seen: NetworkEvent[] = []
       const sub = network.run(events).subscribe((e) => seen.push(e))
@@ -375,8 +377,11 @@ describe.skipIf(skipReason !== undefined)(
       }
       try {
         events.next([{ type: 'added', lease: lease('10.5.7.0/24') }])
+        // Its lease arrives while the collection waits: it counts as live.
+        events.next([{ type: 'added', lease: lease('10.5.13.0/24') }])
         await wait(2)
         expect(await routes(w.mainTable)).toEqual([
+          `10.5.13.0/24>${w.otherEni}`,
           `10.5.200.0/24>${igwId}`,
           `${OWN}>${w.eni}`,
           `10.5.7.0/24>${w.otherEni}`,
@@ -392,6 +397,7 @@ describe.skipIf(skipReason !== undefined)(
         events.next([{ type: 'removed', lease: lease('10.5.7.0/24') }])
         await wait(3)
         expect(await routes(w.mainTable)).toEqual([
+          `10.5.13.0/24>${w.otherEni}`,
           `10.5.200.0/24>${igwId}`,
           `${OWN}>${w.eni}`,
           `172.16.0.0/16>${w.otherEni}`,

@@ -53,6 +53,12 @@ export interface GceOptions {
   readonly pollIntervalMs?: number | undefined
   /** Remove `flannel-` routes that no live lease owns while the network runs. Default true. */
   readonly collectStaleRoutes?: boolean | undefined
+  /**
+   * Pause between a lease change and the collection it triggers, so that a
+   * lease acquired meanwhile (and the route its host just made) counts as
+   * live. Default 5000 ms.
+   */
+  readonly collectDelayMs?: number | undefined
   /** Environment for `GCE_METADATA_HOST`. Default `process.env`. */
   readonly env?: Readonly<Record<string, string | undefined>> | undefined
 }
@@ -140,6 +146,7 @@ export class GceBackend implements Backend {
         networkLink,
         makeApi,
         collect: this.options.collectStaleRoutes ?? true,
+        collectDelayMs: this.options.collectDelayMs ?? 5000,
         logger: this.logger,
       })
     } finally {

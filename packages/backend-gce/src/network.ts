@@ -1,14 +1,7 @@
-import { Observable } from 'rxjs'
-import {
-  isFlannelError,
-  type Ip4Net,
-  type Lease,
-  type LeaseEvent,
-  type Logger,
-  type Network,
-  type NetworkEvent,
-} from '@flannel/core'
+import type { Observable } from 'rxjs'
+import type { Ip4Net, Lease, LeaseEvent, Logger, Network, NetworkEvent } from '@flannel/core'
 import type { GceApi } from './api.js'
+import { collectStale } from './collector.js'
 import { staleRoutes } from './plan.js'
 
 /** What {@link GceNetwork} needs from registration. */
@@ -19,6 +12,7 @@ export interface GceNetworkInit {
   readonly networkLink: string
   readonly makeApi: () => GceApi
   readonly collect: boolean
+  readonly collectDelayMs: number
   readonly logger: Logger
 }
 
@@ -39,78 +33,39 @@ export class GceNetwork implements Network {
   }
 
   run(events: Observable<LeaseEvent[]>): Observable<NetworkEvent> {
-    return new Observable<NetworkEvent>((subscriber) => {
-      const abort = new AbortController()
-      const api = this.init.makeApi()
-      const own = this.lease.subnet.toString()
-      const live = new Set<string>([own])
-      let first = true
-      let queue = Promise.resolve()
-
-      const collect = async (only: Set<string> | undefined): Promise<void> => {
-        const routes = await api.listRoutes(abort.signal)
-        for (const route of staleRoutes(
-          routes,
-          this.init.network,
-          this.init.networkLink,
-          live,
-          only,
-        )) {
-          const name = route.name as string
-          if (await api.deleteRoute(name, abort.signal)) {
-            this.init.logger.info(
-              { route: name, nextHopInstance: route.nextHopInstance },
-              'deleted route of no live lease',
-            )
-            subscriber.next({
-              type: 'repaired',
-              what: 'stale-route',
-              detail: `${name}: ${route.destRange ?? '?'} -> ${route.nextHopInstance ?? '?'}`,
-            })
-          }
-        }
-      }
-
-      const input = events.subscribe({
-        next: (batch) => {
-          const removed = new Set<string>()
-          for (const event of batch) {
-            const key = event.lease.subnet.toString()
-            if (event.type === 'added') {
-              live.add(key)
-              removed.delete(key)
-              subscriber.next({
-                type: 'ignored',
-                lease: event.lease,
-                reason: 'gce: each host routes its own subnet in the VPC network',
+    return collectStale(events, {
+      own: this.lease,
+      ignoredReason: 'gce: each host routes its own subnet in the VPC network',
+      enabled: this.init.collect,
+      delayMs: this.init.collectDelayMs,
+      start: () => {
+        const api = this.init.makeApi()
+        return {
+          close: () => void api.close(),
+          collect: async (live, only, signal, emit) => {
+            const routes = await api.listRoutes(signal)
+            for (const route of staleRoutes(
+              routes,
+              this.init.network,
+              this.init.networkLink,
+              live,
+              only,
+            )) {
+              const name = route.name as string
+              if (!(await api.deleteRoute(name, signal))) continue
+              this.init.logger.info(
+                { route: name, nextHopInstance: route.nextHopInstance },
+                'deleted route of no live lease',
+              )
+              emit({
+                type: 'repaired',
+                what: 'stale-route',
+                detail: `${name}: ${route.destRange ?? '?'} -> ${route.nextHopInstance ?? '?'}`,
               })
-            } else if (key !== own) {
-              live.delete(key)
-              removed.add(key)
             }
-          }
-          if (!this.init.collect) return
-          const only = first ? undefined : removed
-          first = false
-          if (only !== undefined && only.size === 0) return
-          queue = queue
-            .then(() => collect(only))
-            .catch((error: unknown) => {
-              if (abort.signal.aborted || isFlannelError(error, 'ABORTED')) return
-              subscriber.next({ type: 'warning', message: 'could not collect stale routes', error })
-            })
-        },
-        error: (err: unknown) => subscriber.error(err),
-        complete: () => {
-          void queue.then(() => subscriber.complete())
-        },
-      })
-
-      return () => {
-        abort.abort()
-        input.unsubscribe()
-        void api.close()
-      }
+          },
+        }
+      },
     })
   }
 }

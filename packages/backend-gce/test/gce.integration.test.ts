@@ -215,7 +215,7 @@ describe('GceBackend against the local Compute REST endpoint (real @google-cloud
       nextHopGateway: `${emu.networkLink}/gateways/x`,
     })
 
-    const network = await setup().backend.registerNetwork(config)
+    const network = await setup({ collectDelayMs: 0 }).backend.registerNetwork(config)
     const events = new Subject<LeaseEvent[]>()
     const seen: NetworkEvent[] = []
     const sub = network.run(events).subscribe((e) => seen.push(e))
@@ -256,7 +256,7 @@ describe('GceBackend against the local Compute REST endpoint (real @google-cloud
       emu.addRoute({ name: `ops-${i}`, destRange: `172.16.${i % 250}.0/24`, nextHopInstance: peer })
     }
     emu.addRoute({ name: 'flannel-10-5-99-0-24', destRange: '10.5.99.0/24', nextHopInstance: peer })
-    const network = await setup().backend.registerNetwork(config)
+    const network = await setup({ collectDelayMs: 0 }).backend.registerNetwork(config)
     const events = new Subject<LeaseEvent[]>()
     const seen: NetworkEvent[] = []
     const sub = network.run(events).subscribe((e) => seen.push(e))

@@ -1,0 +1,108 @@
+import { Observable } from 'rxjs'
+import { isFlannelError, type Lease, type LeaseEvent, type NetworkEvent } from '@flannel/core'
+
+/** What {@link collectStale} needs. */
+export interface CollectorInit {
+  /** This host's lease: always live. */
+  readonly own: Lease
+  /** Why peers' leases need no local work (the `ignored` reason). */
+  readonly ignoredReason: string
+  /** Whether to collect at all. */
+  readonly enabled: boolean
+  /** Pause between a change and the collection it triggers, so that leases acquired meanwhile count as live. */
+  readonly delayMs: number
+  /** Called on subscribe: the collection step and how to release what it uses. */
+  readonly start: () => Collection
+}
+
+/** One subscription's collection step. */
+export interface Collection {
+  /**
+   * Removes what no live lease owns. `only` limits it to those subnets;
+   * undefined means every subnet. Emits what it removed through `emit`.
+   */
+  readonly collect: (
+    live: ReadonlySet<string>,
+    only: ReadonlySet<string> | undefined,
+    signal: AbortSignal,
+    emit: (event: NetworkEvent) => void,
+  ) => Promise<void>
+  /** Releases what `collect` used (called on unsubscribe). */
+  readonly close: () => void
+}
+
+/**
+ * The `run` of the cloud backends: tracks the live leases from the event
+ * stream and collects routes nobody owns. The first batch (every live lease)
+ * triggers a full collection, later `removed` leases a collection of just
+ * their subnets. Collections run one at a time, `delayMs` after the change
+ * (changes meanwhile are merged). Unsubscribing aborts a running collection
+ * and clears the timer.
+ */
+export function collectStale(
+  events: Observable<LeaseEvent[]>,
+  init: CollectorInit,
+): Observable<NetworkEvent> {
+  return new Observable<NetworkEvent>((subscriber) => {
+    const abort = new AbortController()
+    const collection = init.start()
+    const own = init.own.subnet.toString()
+    const live = new Set<string>([own])
+    const pending = new Set<string>()
+    let first = true
+    let all = false
+    let timer: ReturnType<typeof setTimeout> | undefined
+    let queue = Promise.resolve()
+    const emit = (event: NetworkEvent): void => subscriber.next(event)
+
+    const flush = (): void => {
+      timer = undefined
+      const only = all ? undefined : new Set(pending)
+      all = false
+      pending.clear()
+      queue = queue
+        .then(() => collection.collect(live, only, abort.signal, emit))
+        .catch((error: unknown) => {
+          if (abort.signal.aborted || isFlannelError(error, 'ABORTED')) return
+          emit({ type: 'warning', message: 'could not collect stale routes', error })
+        })
+    }
+
+    const input = events.subscribe({
+      next: (batch) => {
+        for (const event of batch) {
+          const key = event.lease.subnet.toString()
+          if (event.type === 'added') {
+            live.add(key)
+            pending.delete(key)
+            emit({ type: 'ignored', lease: event.lease, reason: init.ignoredReason })
+          } else if (key !== own) {
+            live.delete(key)
+            pending.add(key)
+          }
+        }
+        if (!init.enabled) return
+        if (first) all = true
+        first = false
+        if ((all || pending.size > 0) && timer === undefined) {
+          timer = setTimeout(flush, init.delayMs)
+        }
+      },
+      error: (err: unknown) => subscriber.error(err),
+      complete: () => {
+        if (timer !== undefined) {
+          clearTimeout(timer)
+          flush()
+        }
+        void queue.then(() => subscriber.complete())
+      },
+    })
+
+    return () => {
+      if (timer !== undefined) clearTimeout(timer)
+      abort.abort()
+      input.unsubscribe()
+      collection.close()
+    }
+  })
+}
