@@ -415,6 +415,7 @@ export class MemoryHostNetwork implements HostNetwork {
       table: route.table ?? MAIN_TABLE,
       priority: route.priority,
       src: route.src === undefined ? undefined : normalizeIp(route.src, 'src'),
+      scope: route.scope ?? (gateway === undefined ? 'link' : 'universe'),
     }
   }
 
@@ -437,6 +438,7 @@ export class MemoryHostNetwork implements HostNetwork {
       protocol: RTPROT_KERNEL,
       table: MAIN_TABLE,
       src: a.family === 'inet' ? a.address : undefined,
+      scope: 'link',
     })
   }
 

@@ -22,6 +22,7 @@ import {
   type Route,
   type RouteFilter,
   type RouteKey,
+  type RouteScope,
   type VxlanLinkSpec,
 } from './types.js'
 import { validateVxlanSpec } from './validate.js'
@@ -40,6 +41,7 @@ const NLM_F_CREATE = 0x400
 const NLM_F_APPEND = 0x800
 const RT_SCOPE_UNIVERSE = 0
 const RT_SCOPE_LINK = 253
+const RT_SCOPE_HOST = 254
 const RT_SCOPE_NOWHERE = 255
 const RTN_UNICAST = 1
 // rtnetlink message types of notifications.
@@ -408,7 +410,7 @@ export class NetlinkHostNetwork implements HostNetwork {
           dstLen: dst.prefixLength,
           table: table < 256 ? table : 0,
           protocol: route.protocol ?? RTPROT_BOOT,
-          scope: gateway ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK,
+          scope: scopeNumber(route.scope ?? (gateway ? 'universe' : 'link')),
           type: RTN_UNICAST,
           ...(route.onlink ? { flags: { __unknown: RTNH_F_ONLINK } } : {}),
         },
@@ -472,6 +474,17 @@ function u16be(n: number): Buffer {
   const b = Buffer.alloc(2)
   b.writeUInt16BE(n)
   return b
+}
+
+function scopeNumber(scope: RouteScope): number {
+  return scope === 'universe' ? RT_SCOPE_UNIVERSE : scope === 'link' ? RT_SCOPE_LINK : RT_SCOPE_HOST
+}
+
+function scopeName(n: unknown): RouteScope | undefined {
+  if (n === RT_SCOPE_UNIVERSE || n === 'UNIVERSE') return 'universe'
+  if (n === RT_SCOPE_LINK || n === 'LINK') return 'link'
+  if (n === RT_SCOPE_HOST || n === 'HOST') return 'host'
+  return undefined
 }
 
 function afNumber(family: AddressFamily): number {
@@ -559,6 +572,7 @@ function toRoute(m: Netlink.rt.RouteMessage): Route | undefined {
     table: m.attrs.table ?? m.data.table ?? MAIN_TABLE,
     priority: m.attrs.priority,
     src: m.attrs.prefsrc ? bytesToIp(m.attrs.prefsrc) : undefined,
+    scope: scopeName(m.data.scope),
   }
 }
 

@@ -161,7 +161,15 @@ export interface Route {
   readonly priority?: number | undefined
   /** Preferred source address (`src`). */
   readonly src?: string | undefined
+  /**
+   * Route scope; default when writing, as iproute2: `universe` with a gateway,
+   * `link` without (flannel's udp backend writes `universe` for its device route).
+   */
+  readonly scope?: RouteScope | undefined
 }
+
+/** Route scope (`rtm_scope`). */
+export type RouteScope = 'universe' | 'link' | 'host'
 
 /** What identifies a route (for deletion). */
 export interface RouteKey {

@@ -31,6 +31,7 @@ function runIn(ns: string): CommandRunner {
       child.on('close', (code) =>
         code === 0 ? resolve(out) : reject(new CommandError(command, code ?? -1, err)),
       )
+      child.stdin.on('error', () => undefined) // tools that do not read stdin may exit first
       child.stdin.end(input ?? '')
     })
 }

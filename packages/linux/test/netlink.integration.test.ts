@@ -366,5 +366,30 @@ describe.skipIf(unavailable !== undefined)(
       sub.unsubscribe()
       expect(await waitFor(before)).toBe(before)
     })
+
+    it('writes device routes with scope link by default and universe on request', async () => {
+      await host.replaceRoute({
+        family: 'inet',
+        dst: '10.250.0.0/16',
+        linkIndex: ethIndex,
+        protocol: FLANNEL_ROUTE_PROTOCOL,
+      })
+      await host.replaceRoute({
+        family: 'inet',
+        dst: '10.251.0.0/16',
+        linkIndex: ethIndex,
+        scope: 'universe',
+        protocol: FLANNEL_ROUTE_PROTOCOL,
+      })
+      expect(await inNs(ns, 'ip', ['route', 'show', '10.250.0.0/16'])).toContain('scope link')
+      expect(await inNs(ns, 'ip', ['route', 'show', '10.251.0.0/16'])).not.toContain('scope')
+      const routes = await host.listRoutes({ family: 'inet', protocol: FLANNEL_ROUTE_PROTOCOL })
+      expect(routes.map((r) => [r.dst, r.scope, r.gateway])).toEqual([
+        ['10.250.0.0/16', 'link', undefined],
+        ['10.251.0.0/16', 'universe', undefined],
+      ])
+      await host.deleteRoute({ family: 'inet', dst: '10.250.0.0/16' })
+      await host.deleteRoute({ family: 'inet', dst: '10.251.0.0/16' })
+    })
   },
 )
