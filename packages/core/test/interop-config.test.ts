@@ -198,6 +198,43 @@ const MATRIX: readonly Row[] = [
   { json: '{"EnableIPv4":false,"Network":"10.3.0.0/16"}', flanneld: 'error: none defined stack' },
 ]
 
+/**
+ * Rows whose input and answer config.test.ts already asserts; the always-on
+ * suite below leaves them out (the real-flanneld suite runs every row).
+ */
+const IN_CONFIG_TEST = new Set<string>([
+  '{"Network":"10.0.0.0/8"}',
+  '{"Network":"10.3.0.0/16"}',
+  '{"Network":"10.1.0.0/22"}',
+  '{"Network":"10.1.0.0/23"}',
+  '{"Network":"10.1.0.0/24"}',
+  '{"Network":"10.1.0.0/28"}',
+  '{"Network":"10.1.0.0/29"}',
+  '{"Network":"10.3.0.0/16","SubnetLen":17}',
+  '{"Network":"10.3.0.0/16","SubnetLen":30}',
+  '{"Network":"10.3.0.0/16","SubnetLen":31}',
+  '{"Network":"10.3.0.0/16","SubnetMin":"10.3.5.0","SubnetMax":"10.3.8.0","SubnetLen":28}',
+  '{"Network":"10.3.0.0/16","SubnetMin":"10.3.1.5"}',
+  '{"Network":"10.3.0.0/16","SubnetMax":"10.3.200.1"}',
+  '{"Network":"10.3.0.0/16","SubnetMin":"10.4.1.0"}',
+  '{"Network":"10.3.0.0/16","SubnetMax":"10.2.0.0"}',
+  '{"network":"10.3.0.7/16","subnetlen":20}',
+  '{"nEtWoRk":"10.3.0.0/16","subnetMIN":"10.3.7.0"}',
+  '{}',
+  '{"Network":"0.0.0.0/0"}',
+  '{"Network":"10.3.0.0/16","SubnetLen":"24"}',
+  '{"Network":"10.3.0.0/16","SubnetLen":-1}',
+  '{"Network":"10.3.0.0"}',
+  '{"Network":"10.3.0.0/16","SubnetMin":"10.3.1"}',
+  '{"network":"10.1.0.0/16","Network":"10.2.0.0/16"}',
+  '{"Network":"10.3.0.0/16","EnableIPv4":null}',
+  '{"Network":"10.3.0.0/16","SubnetMin":"0.0.0.0"}',
+  '{"Network":"10.3.0.0/16","SubnetLen":24.0}',
+  '{"Network":"10.3.0.0/16","EnableIPv6":"true"}',
+  '{"SubnetLen":"x","Network":"nope"}',
+  '{"Network":"10.3.0.0/33"}',
+])
+
 function withAlloc(row: Row): string {
   if (row.backend) return row.json
   return row.json.replace(
@@ -236,8 +273,9 @@ async function ours(row: Row): Promise<string> {
   }
 }
 
-describe('config matrix: our parser gives flanneld v0.28.10 answers (recorded)', () => {
-  it.each(MATRIX.map((row) => [row.json, row] as const))('%s', async (_json, row) => {
+describe('config matrix: our parser gives flanneld v0.28.10 answers (recorded rows not already in config.test.ts)', () => {
+  const rows = MATRIX.filter((row) => row.backend || !IN_CONFIG_TEST.has(row.json))
+  it.each(rows.map((row) => [row.json, row] as const))('%s', async (_json, row) => {
     expect(await ours(row)).toBe(row.flanneld)
   })
 })

@@ -293,6 +293,7 @@ export class Flanneld {
   private logText = ''
   private readonly waiters = new Set<() => void>()
   private readonly exit: Promise<number | string>
+  private closed: number | string | null = null
 
   private constructor(private readonly child: ChildProcess) {
     const onData = (chunk: Buffer): void => {
@@ -301,10 +302,14 @@ export class Flanneld {
     }
     child.stdout?.on('data', onData)
     child.stderr?.on('data', onData)
-    this.exit = exited(child)
-    void this.exit.then(() => {
-      for (const wake of this.waiters) wake()
-    })
+    // 'close' (not 'exit'): fires after stdout/stderr are drained, so the log is complete.
+    this.exit = new Promise((resolveExit) =>
+      child.once('close', (code, signal) => {
+        this.closed = code ?? signal ?? -1
+        resolveExit(this.closed)
+        for (const wake of this.waiters) wake()
+      }),
+    )
   }
 
   /** Starts flanneld inside `opts.netns`. */
@@ -333,9 +338,9 @@ export class Flanneld {
     return this.logText
   }
 
-  /** The exit code (or signal) once it has exited. */
+  /** The exit code (or signal) once it has exited and its output is read. */
   get exitCode(): number | string | null {
-    return this.child.exitCode ?? this.child.signalCode
+    return this.closed
   }
 
   /**
@@ -387,7 +392,8 @@ export class Flanneld {
    * after SIGTERM at `Waiting for all goroutines to exit`.
    */
   async stop(graceMs = 1000): Promise<number | string> {
-    return stopChild(this.child, graceMs)
+    await stopChild(this.child, graceMs)
+    return this.exit
   }
 
   private tail(): string {
