@@ -241,18 +241,39 @@ export class GceApi {
     operations: GlobalOperationsClient
     instances: InstancesClient
   }> {
-    this.clients ??= import('@google-cloud/compute').then((sdk) => {
-      const opts = { ...this.settings.clientOptions, projectId: this.settings.project }
-      type Ctor<T> = new (o: Record<string, unknown>) => T
-      return {
-        routes: new (sdk.RoutesClient as unknown as Ctor<RoutesClient>)(opts),
-        operations: new (sdk.GlobalOperationsClient as unknown as Ctor<GlobalOperationsClient>)(
-          opts,
-        ),
-        instances: new (sdk.InstancesClient as unknown as Ctor<InstancesClient>)(opts),
-      }
-    })
+    this.clients ??= this.createClients()
     return this.clients
+  }
+
+  // One credential lookup for all three clients, done before any API call, so
+  // missing credentials fail here (as GceAuthError) and not inside the SDK's
+  // per-method setup (which would leave rejected promises behind).
+  private async createClients(): Promise<{
+    routes: RoutesClient
+    operations: GlobalOperationsClient
+    instances: InstancesClient
+  }> {
+    const sdk = await import('@google-cloud/compute')
+    type Ctor<T> = new (o: Record<string, unknown>) => T
+    let opts: Record<string, unknown> = {
+      ...this.settings.clientOptions,
+      projectId: this.settings.project,
+    }
+    const routes = new (sdk.RoutesClient as unknown as Ctor<RoutesClient>)(opts)
+    if (!('authClient' in opts)) {
+      const auth = (routes as unknown as { auth: { getClient(): Promise<unknown> } }).auth
+      try {
+        opts = { ...opts, authClient: await auth.getClient() }
+      } catch (err) {
+        await routes.close().catch(() => undefined)
+        throw mapError('auth', err)
+      }
+    }
+    return {
+      routes,
+      operations: new (sdk.GlobalOperationsClient as unknown as Ctor<GlobalOperationsClient>)(opts),
+      instances: new (sdk.InstancesClient as unknown as Ctor<InstancesClient>)(opts),
+    }
   }
 
   private async call<T>(
