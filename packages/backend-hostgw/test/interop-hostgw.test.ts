@@ -272,5 +272,30 @@ describe.skipIf(skipReason !== undefined)(
       }
       expect(out).toBe(`${OUR_SUBNET.toString()} via 192.0.2.2 dev eth0`)
     }, 20_000)
+
+    it('flanneld removes its route when our lease key is deleted (item 13)', async () => {
+      await client.delete().key(`${PREFIX}/subnets/${subnetKey(OUR_SUBNET)}`)
+      const deadline = Date.now() + 8000
+      let out = 'x'
+      while (Date.now() < deadline) {
+        out = (await h1.ip('route', 'show', OUR_SUBNET.toString())).trim()
+        if (out === '') break
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      expect(out).toBe('')
+    })
+
+    it("our backend removes its route when flanneld's lease key is deleted, and flanneld exits 0 (items 13, 14)", async () => {
+      await client.delete().key(`${PREFIX}/subnets/${flannelSubnet.replace('/', '-')}`)
+      const deadline = Date.now() + 8000
+      let out = 'x'
+      while (Date.now() < deadline) {
+        out = (await h2.ip('route', 'show', flannelSubnet)).trim()
+        if (out === '') break
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      expect(out).toBe('')
+      expect(await flanneld!.waitForExit(5000)).toBe(0)
+    })
   },
 )

@@ -264,6 +264,29 @@ describe.skipIf(skipReason !== undefined)(
       expect(after!.key).toBe(before!.key)
     })
 
+    it('reuses a lease written in our format with a 86400 s etcd lease for its PublicIP (item 4)', async () => {
+      const prefix = '/ours-first/network'
+      await client
+        .put(`${prefix}/config`)
+        .value(`{"Network":"${NETWORK}","Backend":{"Type":"host-gw"}}`)
+      const key = `${prefix}/subnets/${subnetKey(Ip4Net.parse('10.244.123.0/24'))}`
+      const value = encodeLeaseAttrs({ publicIP: PUBLIC_IP, backendType: 'host-gw' })
+      const lease = client.lease(86400, { autoKeepAlive: false })
+      await lease.put(key).value(value)
+      const f = start(prefix, join(dir, 'ours-first.env'))
+      await f.waitForLog(
+        /Found lease \(ip: 10\.244\.123\.0\/24 ipv6: \S+\) for current IP \(192\.0\.2\.11\), reusing/,
+      )
+      await f.waitForLog(SUBNET_FILE_WRITTEN)
+      await stop(f)
+      const [after, ...more] = await dumpSubnets(client, prefix)
+      expect(more).toEqual([])
+      expect(after!.key).toBe(key)
+      expect(after!.value).toBe(value)
+      expect(after!.leaseId).not.toBe(await lease.grant())
+      expect(after!.grantedTTL).toBe(86400)
+    })
+
     it('reuses a reservation (key without etcd lease) and turns it into a 86400 s lease (item 10)', async () => {
       const prefix = '/reservation/network'
       await client

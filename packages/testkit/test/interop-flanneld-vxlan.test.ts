@@ -157,6 +157,28 @@ describe.skipIf(skipReason !== undefined)(
       expect(after).toEqual({ neighbours: [], fdb: [], routes: [] })
     })
 
+    it('removes the entries of a peer whose etcd lease expires (item 13)', async () => {
+      const key = `${PREFIX}/subnets/10.244.202.0-24`
+      const short = client.lease(2, { autoKeepAlive: false })
+      await short.put(key).value(
+        encodeLeaseAttrs({
+          publicIP: '192.0.2.12',
+          backendType: 'vxlan',
+          backendData: { VNI: 1, VtepMAC: '0a:58:0a:f4:ca:00' },
+        }),
+      )
+      const seen = await until(peers, (v) =>
+        v.routes.includes('10.244.202.0/24 via 10.244.202.0 onlink'),
+      )
+      expect(seen.neighbours).toContain('10.244.202.0 lladdr 0a:58:0a:f4:ca:00 PERMANENT')
+      const mentions202 = (v: Awaited<ReturnType<typeof peers>>): string[] =>
+        [...v.neighbours, ...v.fdb, ...v.routes].filter((l) =>
+          /10\.244\.202\.|0a:58:0a:f4:ca:00/.test(l),
+        )
+      const gone = await until(peers, (v) => mentions202(v).length === 0, 10_000)
+      expect(mentions202(gone)).toEqual([])
+    }, 15_000)
+
     it('exits with status 0 when its own key is deleted (item 14)', async () => {
       const own = `${PREFIX}/subnets/${ownSubnet.replace('/', '-')}`
       await client.delete().key(own)
