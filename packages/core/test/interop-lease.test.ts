@@ -18,6 +18,7 @@ import {
   formatSubnetEnv,
   parseNetworkConfig,
   parseSubnetKey,
+  readSubnetEnv,
   subnetEnvValues,
   subnetKey,
   writeSubnetEnv,
@@ -152,6 +153,8 @@ describe.skipIf(skipReason !== undefined)(
         await writeSubnetEnv(ourFile, values)
         expect(await readFile(ourFile, 'utf8')).toBe(theirs)
         expect((await stat(ourFile)).mode & 0o777).toBe((await stat(subnetFile)).mode & 0o777)
+        // and our reader takes flanneld's file as the previous subnet
+        expect((await readSubnetEnv(subnetFile)).subnet?.toString()).toBe(subnet.toString())
         console.info(`flanneld ${type} subnet.env:\n${theirs}`)
         await stop(f)
       },
@@ -187,6 +190,9 @@ describe.skipIf(skipReason !== undefined)(
       expect(theirs).toBe(
         formatSubnetEnv(subnetEnvValues(parseNetworkConfig(configText), lease, 1450, false)),
       )
+      const previous = await readSubnetEnv(subnetFile)
+      expect(previous.subnet?.toString()).toBe(subnet.toString())
+      expect(previous.ipv6Subnet?.toString()).toBe(ipv6Subnet.toString())
       console.info(`flanneld dual-stack subnet.env:\n${theirs}`)
       await stop(f)
     })
