@@ -1,1 +1,7 @@
-export {}
+/**
+ * @flannel/backend-alloc: flannel's `alloc` backend. It acquires this host's
+ * subnet lease and does nothing else; routing is left to something else.
+ *
+ * @packageDocumentation
+ */
+export { AllocBackend, createBackend } from './backend.js'

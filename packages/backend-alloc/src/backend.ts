@@ -1,0 +1,86 @@
+import {
+  silentLogger,
+  throwIfAborted,
+  type Backend,
+  type BackendContext,
+  type Lease,
+  type LeaseAttrs,
+  type LeaseEvent,
+  type Logger,
+  type Network,
+  type NetworkConfig,
+  type NetworkEvent,
+  type RegisterOptions,
+} from '@flannel/core'
+import { NEVER, type Observable } from 'rxjs'
+
+/**
+ * flannel's alloc backend (spec: backends.md 4): acquires this host's lease,
+ * publishing `PublicIP` (and `PublicIPv6`) only, and changes nothing on the
+ * host. Its network does not watch peers; routing is left to something else.
+ * The MTU is the external interface's.
+ */
+export class AllocBackend implements Backend {
+  /** `alloc`. */
+  readonly type = 'alloc'
+  private readonly ctx: BackendContext
+  private readonly logger: Logger
+
+  constructor(ctx: BackendContext) {
+    this.ctx = ctx
+    this.logger = (ctx.logger ?? silentLogger).child({ backend: 'alloc' })
+  }
+
+  /**
+   * Acquires the lease. Failures other than an abort are reported as
+   * `failed to acquire lease: <reason>` (flanneld's wording); an abort after
+   * the lease was acquired releases it again.
+   */
+  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    throwIfAborted(opts.signal)
+    const ext = this.ctx.extIface
+    const attrs: LeaseAttrs = {
+      publicIP: config.enableIPv4 && ext.extAddr ? ext.extAddr : '0.0.0.0',
+      ...(config.enableIPv6 && ext.extV6Addr ? { publicIPv6: ext.extV6Addr } : {}),
+    }
+    let lease: Lease
+    try {
+      lease = await this.ctx.registry.acquireLease(attrs, {
+        signal: opts.signal,
+        previous: opts.previous,
+      })
+    } catch (error) {
+      if (opts.signal?.aborted) throw error
+      throw prefixMessage(error, 'failed to acquire lease')
+    }
+    if (opts.signal?.aborted) {
+      await this.ctx.registry.releaseLease(lease).catch(() => undefined)
+      throwIfAborted(opts.signal)
+    }
+    this.logger.info({ subnet: lease.subnet.toString() }, 'alloc lease acquired')
+    return new AllocNetwork(lease, ext.mtu)
+  }
+}
+
+/** The alloc backend's network: a lease and an MTU; `run` only waits to be unsubscribed. */
+class AllocNetwork implements Network {
+  constructor(
+    readonly lease: Lease,
+    readonly mtu: number,
+  ) {}
+
+  run(_events: Observable<LeaseEvent[]>): Observable<NetworkEvent> {
+    return NEVER
+  }
+}
+
+/** Creates an {@link AllocBackend} (for backend lookup by Type). */
+export const createBackend = (ctx: BackendContext): Backend => new AllocBackend(ctx)
+
+function prefixMessage(error: unknown, prefix: string): unknown {
+  if (error instanceof Error) {
+    error.message = `${prefix}: ${error.message}`
+    return error
+  }
+  return new Error(`${prefix}: ${String(error)}`)
+}

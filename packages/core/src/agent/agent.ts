@@ -1,0 +1,371 @@
+import { BehaviorSubject, Observable, Subscription, filter, map, tap } from 'rxjs'
+import type { NetworkConfig } from '../config/types.js'
+import {
+  InvalidArgumentError,
+  LeaseRevokedError,
+  isFlannelError,
+  throwIfAborted,
+} from '../errors.js'
+import type { Lease, LeaseEvent, PreviousSubnets } from '../lease/types.js'
+import { silentLogger, type Logger } from '../logger.js'
+import type { SubnetRegistry } from '../registry/types.js'
+import { lookupBackend, type BackendTable } from '../backend/lookup.js'
+import type { ExternalInterface, Network, NetworkEvent } from '../backend/types.js'
+import {
+  DEFAULT_SUBNET_FILE,
+  readSubnetEnv,
+  subnetEnvValues,
+  writeSubnetEnv,
+} from '../subnetenv/subnetenv.js'
+import { sleep, systemTimers, type AgentTimers } from './timers.js'
+
+/** flanneld's default `--subnet-lease-renew-margin` (60 minutes), in milliseconds. */
+export const DEFAULT_RENEW_MARGIN_MS = 60 * 60_000
+/** How long flanneld waits before retrying a failed renewal (1 minute). */
+export const DEFAULT_RENEW_RETRY_MS = 60_000
+/** How long flanneld waits before fetching the network config again (1 second). */
+export const DEFAULT_CONFIG_RETRY_MS = 1_000
+
+/** Where an {@link Agent} is in its life. */
+export type AgentStatus = 'idle' | 'starting' | 'running' | 'stopped' | 'failed'
+
+/** What {@link AgentOptions.prepare} receives, after the network is registered. */
+export interface PrepareContext {
+  readonly config: NetworkConfig
+  readonly network: Network
+  readonly signal: AbortSignal
+}
+
+/** Options of {@link Agent}. */
+export interface AgentOptions {
+  /** Where the config and the leases live. */
+  readonly registry: SubnetRegistry
+  /** The backends this agent can run, by lower-cased `Backend.Type`. */
+  readonly backends: BackendTable
+  /** The host's external interface (see `selectExternalInterface` in `@flannel/linux`). */
+  readonly extIface: ExternalInterface
+  /** Use this config instead of reading it from the registry. */
+  readonly config?: NetworkConfig | undefined
+  /**
+   * subnet.env path: read at start for the previous subnets, written once the
+   * network is registered. Default `/run/flannel/subnet.env`; `null` neither
+   * reads nor writes a file.
+   */
+  readonly subnetFile?: string | null | undefined
+  /** `FLANNEL_IPMASQ` in subnet.env (`--ip-masq`). Default false. */
+  readonly ipMasq?: boolean | undefined
+  /** Renew this long before the lease expires (`--subnet-lease-renew-margin`). Default 60 min. */
+  readonly renewMarginMs?: number | undefined
+  /** Wait this long after a failed renewal before the next try. Default 1 min. */
+  readonly renewRetryMs?: number | undefined
+  /** Wait this long before fetching a missing or unreachable config again. Default 1 s. */
+  readonly configRetryMs?: number | undefined
+  /**
+   * Runs after the network is registered and before subnet.env is written
+   * (the agent command installs the masquerade/forward rules here). It may
+   * return an undo function, called only if the start fails afterwards.
+   */
+  readonly prepare?:
+    | ((ctx: PrepareContext) => Promise<(() => Promise<void>) | undefined | void>)
+    | undefined
+  /** Logger; silent by default. */
+  readonly logger?: Logger | undefined
+  /** Clock and timers; Node's by default (tests pass a fake clock). */
+  readonly timers?: AgentTimers | undefined
+}
+
+/** What a running {@link Agent} reports. */
+export type AgentEvent =
+  /** The backend registered the network (this host's lease is acquired). */
+  | {
+      readonly type: 'registered'
+      readonly config: NetworkConfig
+      readonly lease: Lease
+      readonly mtu: number
+    }
+  /** subnet.env is written and the rules are in place: the host is ready. */
+  | { readonly type: 'ready'; readonly lease: Lease; readonly mtu: number }
+  /** A batch of peer lease events handed to the network; `known` peers after it. */
+  | { readonly type: 'peers'; readonly events: readonly LeaseEvent[]; readonly known: number }
+  /** Something the network did. */
+  | { readonly type: 'network'; readonly event: NetworkEvent }
+  /** The own lease was renewed. */
+  | { readonly type: 'renewed'; readonly lease: Lease }
+  /** A renewal failed; the next try is in `retryInMs`. */
+  | { readonly type: 'renew-failed'; readonly error: unknown; readonly retryInMs: number }
+
+/**
+ * Wires a registry to a backend, as flanneld's main loop does (spec: core.md
+ * 6 and 10.3): reads the config, picks the backend by `Backend.Type`,
+ * registers the network (asking for the previous subnets from subnet.env),
+ * writes subnet.env, feeds the network the peers' lease stream (the own lease
+ * filtered out), renews the lease `renewMarginMs` before it expires (retrying
+ * every `renewRetryMs` on failure) and fails with {@link LeaseRevokedError}
+ * when the own lease disappears.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, backends: { alloc: createBackend }, extIface })
+ * const sub = agent.run().subscribe({ next: (e) => console.log(e.type), error: console.error })
+ * // later: sub.unsubscribe() stops everything (the lease and data plane are kept)
+ * ```
+ */
+export class Agent {
+  private readonly options: AgentOptions
+  private readonly logger: Logger
+  private readonly timers: AgentTimers
+  private readonly renewMarginMs: number
+  private readonly renewRetryMs: number
+  private readonly configRetryMs: number
+  private readonly statusSubject = new BehaviorSubject<AgentStatus>('idle')
+  private currentLease: Lease | undefined
+
+  /** The status, starting with the current one. */
+  readonly status$: Observable<AgentStatus> = this.statusSubject.asObservable()
+
+  constructor(options: AgentOptions) {
+    this.options = options
+    this.logger = options.logger ?? silentLogger
+    this.timers = options.timers ?? systemTimers
+    this.renewMarginMs = positive('renewMarginMs', options.renewMarginMs, DEFAULT_RENEW_MARGIN_MS)
+    this.renewRetryMs = positive('renewRetryMs', options.renewRetryMs, DEFAULT_RENEW_RETRY_MS)
+    this.configRetryMs = positive('configRetryMs', options.configRetryMs, DEFAULT_CONFIG_RETRY_MS)
+  }
+
+  /** The current status. */
+  get status(): AgentStatus {
+    return this.statusSubject.value
+  }
+
+  /** This host's lease (latest renewal), once registered. */
+  get lease(): Lease | undefined {
+    return this.currentLease
+  }
+
+  /**
+   * Starts the agent on subscribe. The stream errors with the start-up
+   * failure (after undoing what this start did: the lease is released), or
+   * with {@link LeaseRevokedError} / a network failure later. Unsubscribing,
+   * or aborting `signal` (which completes the stream), stops renewal, the
+   * watches and the network's run; the lease and the data plane are kept, as
+   * flanneld keeps them on SIGTERM.
+   */
+  run(opts: { readonly signal?: AbortSignal | undefined } = {}): Observable<AgentEvent> {
+    return new Observable<AgentEvent>((subscriber) => {
+      const stop = new AbortController()
+      const subs = new Subscription()
+      let renewTimer: unknown
+      let renewing = false
+      let failed = false
+
+      const emit = (event: AgentEvent): void => {
+        if (!subscriber.closed) subscriber.next(event)
+      }
+      const fail = (error: unknown): void => {
+        if (stop.signal.aborted) return
+        failed = true
+        this.statusSubject.next('failed')
+        subscriber.error(error)
+      }
+      const onOuterAbort = (): void => subscriber.complete()
+      if (opts.signal?.aborted) {
+        subscriber.complete()
+        return
+      }
+      opts.signal?.addEventListener('abort', onOuterAbort, { once: true })
+
+      const scheduleRenew = (delayMs?: number): void => {
+        if (stop.signal.aborted || this.currentLease === undefined) return
+        this.timers.clearTimeout(renewTimer)
+        const wait =
+          delayMs ??
+          Math.max(
+            0,
+            this.currentLease.expiration.getTime() - this.renewMarginMs - this.timers.now(),
+          )
+        renewTimer = this.timers.setTimeout(() => void renew(), wait)
+      }
+      const renew = async (): Promise<void> => {
+        renewTimer = undefined
+        const lease = this.currentLease
+        if (lease === undefined || stop.signal.aborted) return
+        renewing = true
+        try {
+          const renewed = await this.options.registry.renewLease(lease, { signal: stop.signal })
+          renewing = false
+          if (stop.signal.aborted) return
+          this.currentLease = renewed
+          this.logger.info(
+            { subnet: renewed.subnet.toString(), expiration: renewed.expiration.toISOString() },
+            'Lease renewed',
+          )
+          emit({ type: 'renewed', lease: renewed })
+          scheduleRenew()
+        } catch (error) {
+          renewing = false
+          if (stop.signal.aborted) return
+          if (isFlannelError(error, 'LEASE_NOT_FOUND')) {
+            fail(new LeaseRevokedError(undefined, { cause: error }))
+            return
+          }
+          this.logger.error({ err: error }, 'Error renewing lease (trying again in 1 min)')
+          emit({ type: 'renew-failed', error, retryInMs: this.renewRetryMs })
+          scheduleRenew(this.renewRetryMs)
+        }
+      }
+
+      const monitorOwnLease = (own: Lease): void => {
+        const watch = this.options.registry.watchLeases().subscribe({
+          next: (batch) => {
+            for (const event of batch) {
+              if (!isOwnSubnet(event.lease, own)) continue
+              if (event.type === 'removed') {
+                this.logger.warn({}, 'Lease has been revoked. Shutting down daemon.')
+                fail(new LeaseRevokedError())
+                return
+              }
+              this.currentLease = event.lease
+              if (!renewing) scheduleRenew()
+            }
+          },
+          error: fail,
+        })
+        subs.add(watch)
+      }
+
+      const runNetwork = (network: Network): void => {
+        const own = network.lease
+        const known = new Map<string, Lease>()
+        const peers$ = this.options.registry.watchLeases().pipe(
+          map((batch) => batch.filter((e) => !isOwnSubnet(e.lease, own))),
+          filter((batch) => batch.length > 0),
+          tap((batch) => {
+            for (const e of batch) {
+              const key = leaseKey(e.lease)
+              if (e.type === 'added') known.set(key, e.lease)
+              else known.delete(key)
+            }
+            emit({ type: 'peers', events: batch, known: known.size })
+          }),
+        )
+        subs.add(
+          network.run(peers$).subscribe({
+            next: (event) => emit({ type: 'network', event }),
+            error: fail,
+          }),
+        )
+      }
+
+      this.statusSubject.next('starting')
+      this.start(stop.signal, emit)
+        .then((network) => {
+          if (stop.signal.aborted) return
+          this.statusSubject.next('running')
+          emit({ type: 'ready', lease: network.lease, mtu: network.mtu })
+          runNetwork(network)
+          monitorOwnLease(network.lease)
+          scheduleRenew()
+        })
+        .catch(fail)
+
+      return () => {
+        stop.abort(new Error('agent stopped'))
+        opts.signal?.removeEventListener('abort', onOuterAbort)
+        this.timers.clearTimeout(renewTimer)
+        subs.unsubscribe()
+        if (!failed) this.statusSubject.next('stopped')
+      }
+    })
+  }
+
+  /** Steps 2-9 of flanneld's start-up; on failure undoes what it did. */
+  private async start(signal: AbortSignal, emit: (event: AgentEvent) => void): Promise<Network> {
+    const { registry, subnetFile = DEFAULT_SUBNET_FILE } = this.options
+    const previous = subnetFile === null ? {} : await this.readPrevious(subnetFile)
+    const config = this.options.config ?? (await this.fetchConfig(signal))
+    const factory = await lookupBackend(config.backendType, this.options.backends)
+    throwIfAborted(signal)
+    const backend = factory({
+      registry,
+      extIface: this.options.extIface,
+      logger: this.logger,
+    })
+    const network = await backend.registerNetwork(config, { signal, previous })
+    let undo: (() => Promise<void>) | undefined
+    try {
+      throwIfAborted(signal)
+      this.currentLease = network.lease
+      this.logger.info(
+        { subnet: network.lease.subnet.toString(), mtu: network.mtu, backend: backend.type },
+        'network registered',
+      )
+      emit({ type: 'registered', config, lease: network.lease, mtu: network.mtu })
+      undo = (await this.options.prepare?.({ config, network, signal })) ?? undefined
+      throwIfAborted(signal)
+      if (subnetFile !== null) {
+        const values = subnetEnvValues(
+          config,
+          network.lease,
+          network.mtu,
+          this.options.ipMasq ?? false,
+        )
+        await writeSubnetEnv(subnetFile, values, { signal })
+        this.logger.info({ path: subnetFile }, 'subnet file written')
+      }
+      return network
+    } catch (error) {
+      await undo?.().catch((e: unknown) => this.logger.warn({ err: e }, 'undoing prepare failed'))
+      await registry
+        .releaseLease(network.lease)
+        .catch((e: unknown) => this.logger.warn({ err: e }, 'releasing the lease failed'))
+      this.currentLease = undefined
+      throw error
+    }
+  }
+
+  private async readPrevious(path: string): Promise<PreviousSubnets> {
+    try {
+      const { subnet, ipv6Subnet } = await readSubnetEnv(path)
+      return { subnet, ipv6Subnet }
+    } catch (error) {
+      this.logger.warn({ err: error, path }, 'could not read the previous subnet file')
+      return {}
+    }
+  }
+
+  /** Fetches the config, retrying errors marked retryable (missing config, registry down). */
+  private async fetchConfig(signal: AbortSignal): Promise<NetworkConfig> {
+    for (;;) {
+      try {
+        return await this.options.registry.getNetworkConfig({ signal })
+      } catch (error) {
+        if (signal.aborted || !isFlannelError(error) || !error.retryable) throw error
+        this.logger.warn({ err: error }, `Couldn't fetch network config: ${error.message}`)
+        await sleep(this.timers, this.configRetryMs, signal)
+      }
+    }
+  }
+}
+
+/**
+ * Whether `lease` is this host's (spec: core.md 7.2): the IPv4 subnets are
+ * equal, and the IPv6 subnets too when the lease carries one.
+ */
+export function isOwnSubnet(lease: Lease, own: Lease): boolean {
+  if (!lease.subnet.equals(own.subnet)) return false
+  return lease.ipv6Subnet === undefined || lease.ipv6Subnet.equals(own.ipv6Subnet)
+}
+
+function leaseKey(lease: Lease): string {
+  return lease.ipv6Subnet === undefined
+    ? lease.subnet.toString()
+    : `${lease.subnet.toString()}&${lease.ipv6Subnet.toString()}`
+}
+
+function positive(field: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new InvalidArgumentError(field, value, 'must be a positive number of milliseconds')
+  }
+  return value
+}
