@@ -1,0 +1,321 @@
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Observable, map, mergeMap, from, type Subscription } from 'rxjs'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import {
+  Agent,
+  Ip4Net,
+  isFlannelError,
+  writeSubnetEnv,
+  type AgentEvent,
+  type Backend,
+  type BackendContext,
+  type ExternalInterface,
+  type Lease,
+  type LeaseEvent,
+  type Network,
+  type NetworkEvent,
+  type NetworkConfig,
+  type RegisterOptions,
+} from '@flannel/core'
+import { FakeRegistry, FakeTimers, settle, waitFor } from './agent-fakes.js'
+
+const ext: ExternalInterface = {
+  name: 'eth0',
+  index: 2,
+  mtu: 1500,
+  ifaceAddr: '192.0.2.10',
+  extAddr: '192.0.2.10',
+}
+const HOUR = 60 * 60_000
+
+/** A backend that acquires a lease and reports every peer event it gets as applied. */
+class RecordingBackend implements Backend {
+  readonly type = 'rec'
+  runs = 0
+  active = 0
+  received: LeaseEvent[][] = []
+  constructor(private readonly ctx: BackendContext) {}
+  async registerNetwork(_config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    const lease = await this.ctx.registry.acquireLease(
+      { publicIP: this.ctx.extIface.extAddr! },
+      { previous: opts.previous },
+    )
+    return {
+      lease,
+      mtu: 1450,
+      run: (events: Observable<LeaseEvent[]>): Observable<NetworkEvent> =>
+        new Observable<LeaseEvent[]>((sub) => {
+          this.runs++
+          this.active++
+          const inner = events.subscribe(sub)
+          return () => {
+            this.active--
+            inner.unsubscribe()
+          }
+        }).pipe(
+          mergeMap((batch) => {
+            this.received.push(batch)
+            return from(batch)
+          }),
+          map(
+            (e): NetworkEvent => ({
+              type: 'applied',
+              action: e.type === 'added' ? 'add' : 'remove',
+              lease: e.lease,
+            }),
+          ),
+        ),
+    }
+  }
+}
+
+let dir: string
+let timers: FakeTimers
+let registry: FakeRegistry
+let backend: RecordingBackend | undefined
+let sub: Subscription | undefined
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'flannel-agent-'))
+  timers = new FakeTimers()
+  registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'rec' } }, timers)
+  backend = undefined
+})
+afterEach(async () => {
+  sub?.unsubscribe()
+  sub = undefined
+  await rm(dir, { recursive: true, force: true })
+})
+
+function makeAgent(extra: Partial<ConstructorParameters<typeof Agent>[0]> = {}): Agent {
+  return new Agent({
+    registry,
+    extIface: ext,
+    subnetFile: join(dir, 'subnet.env'),
+    timers,
+    backends: {
+      rec: (ctx) => (backend = new RecordingBackend(ctx)),
+    },
+    ...extra,
+  })
+}
+
+function start(agent: Agent, signal?: AbortSignal) {
+  const events: AgentEvent[] = []
+  const result: { error?: unknown; completed: boolean } = { completed: false }
+  sub = agent.run({ signal }).subscribe({
+    next: (e) => events.push(e),
+    error: (e: unknown) => (result.error = e),
+    complete: () => (result.completed = true),
+  })
+  return { events, result }
+}
+
+describe('Agent start-up', () => {
+  it('registers, writes subnet.env, then reports ready and runs the network', async () => {
+    const agent = makeAgent({ ipMasq: true })
+    const { events } = start(agent)
+    await waitFor(() => agent.status === 'running')
+    expect(events.map((e) => e.type).slice(0, 2)).toEqual(['registered', 'ready'])
+    expect(await readFile(join(dir, 'subnet.env'), 'utf8')).toBe(
+      'FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
+    )
+    expect(agent.lease?.subnet.toString()).toBe('10.5.1.0/24')
+    expect(backend?.runs).toBe(1)
+  })
+
+  it('asks for the previous subnet from subnet.env', async () => {
+    await writeSubnetEnv(join(dir, 'subnet.env'), {
+      network: Ip4Net.parse('10.5.0.0/16'),
+      subnet: Ip4Net.parse('10.5.77.0/24'),
+      mtu: 1450,
+      ipMasq: false,
+    })
+    const agent = makeAgent()
+    start(agent)
+    await waitFor(() => agent.status === 'running')
+    expect(agent.lease?.subnet.toString()).toBe('10.5.77.0/24')
+  })
+
+  it('retries a missing config every second, then starts', async () => {
+    registry.configMisses = 2
+    const agent = makeAgent()
+    start(agent)
+    await waitFor(() => timers.count === 1)
+    expect(agent.status).toBe('starting')
+    await timers.advance(1000)
+    await waitFor(() => timers.count === 1)
+    expect(agent.status).toBe('starting')
+    await timers.advance(1000)
+    await waitFor(() => agent.status === 'running')
+    expect(registry.configMisses).toBe(0)
+  })
+
+  it('fails with UnknownBackendError for an unknown Type, leaving no lease', async () => {
+    registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'nope' } }, timers)
+    const agent = makeAgent()
+    const { result } = start(agent)
+    await waitFor(() => result.error !== undefined)
+    expect(isFlannelError(result.error, 'UNKNOWN_BACKEND')).toBe(true)
+    expect((result.error as Error).message).toBe('unknown backend type: nope')
+    expect(agent.status).toBe('failed')
+    expect(registry.leases.size).toBe(0)
+    await expect(stat(join(dir, 'subnet.env'))).rejects.toThrow()
+  })
+
+  it('releases the lease and undoes prepare when a later step fails', async () => {
+    const undone: string[] = []
+    const agent = makeAgent({
+      prepare: async () => {
+        return async () => {
+          undone.push('rules')
+        }
+      },
+      // a directory where the file should be: the write fails
+      subnetFile: dir,
+    })
+    const { result } = start(agent)
+    await waitFor(() => result.error !== undefined)
+    await settle()
+    expect(result.error).toBeInstanceOf(Error)
+    expect(undone).toEqual(['rules'])
+    expect(registry.leases.size).toBe(0)
+    expect(registry.watchers.size).toBe(0)
+    expect(timers.count).toBe(0)
+  })
+})
+
+describe('Agent lease stream', () => {
+  it('feeds the network the peers only, with removals', async () => {
+    const peer = registry.addPeer('10.5.9.0/24', '192.0.2.20')
+    const agent = makeAgent()
+    const { events } = start(agent)
+    await waitFor(() => agent.status === 'running')
+    registry.addPeer('10.5.10.0/24', '192.0.2.21')
+    registry.remove(peer.subnet.toString())
+    await settle()
+    const batches = backend!.received.map((b) => b.map((e) => `${e.type} ${e.lease.subnet}`))
+    expect(batches).toEqual([
+      ['added 10.5.9.0/24'],
+      ['added 10.5.10.0/24'],
+      ['removed 10.5.9.0/24'],
+    ])
+    const peers = events.filter((e) => e.type === 'peers')
+    expect(peers.map((e) => (e.type === 'peers' ? e.known : -1))).toEqual([1, 2, 1])
+    expect(events.filter((e) => e.type === 'network')).toHaveLength(3)
+  })
+})
+
+describe('Agent renewal', () => {
+  it('renews at expiry minus the margin and reschedules from the new expiry', async () => {
+    const agent = makeAgent({ renewMarginMs: HOUR })
+    start(agent)
+    await waitFor(() => agent.status === 'running')
+    await timers.advance(23 * HOUR - 1)
+    expect(registry.renewCalls).toBe(0)
+    await timers.advance(1)
+    expect(registry.renewCalls).toBe(1)
+    await timers.advance(23 * HOUR - 1)
+    expect(registry.renewCalls).toBe(1)
+    await timers.advance(1)
+    expect(registry.renewCalls).toBe(2)
+  })
+
+  it('retries a failed renewal every minute', async () => {
+    const agent = makeAgent({ renewMarginMs: 2 * HOUR })
+    const { events } = start(agent)
+    await waitFor(() => agent.status === 'running')
+    registry.failRenewals = 2
+    await timers.advance(22 * HOUR)
+    expect(registry.renewCalls).toBe(1)
+    await timers.advance(60_000 - 1)
+    expect(registry.renewCalls).toBe(1)
+    await timers.advance(1)
+    expect(registry.renewCalls).toBe(2)
+    await timers.advance(60_000)
+    expect(registry.renewCalls).toBe(3)
+    expect(events.filter((e) => e.type === 'renew-failed')).toHaveLength(2)
+    expect(events.filter((e) => e.type === 'renewed')).toHaveLength(1)
+    // back on the normal schedule: next renewal 22 h after the successful one
+    await timers.advance(22 * HOUR - 1)
+    expect(registry.renewCalls).toBe(3)
+    await timers.advance(1)
+    expect(registry.renewCalls).toBe(4)
+  })
+
+  it('an update of the own lease seen in the watch resets the timer', async () => {
+    const agent = makeAgent()
+    start(agent)
+    await waitFor(() => agent.status === 'running')
+    await timers.advance(10 * HOUR)
+    // someone renews our lease (as flanneld's own-lease watch would see it)
+    const own = agent.lease as Lease
+    await registry.renewLease(own)
+    registry.renewCalls = 0
+    await settle()
+    await timers.advance(23 * HOUR - 1)
+    expect(registry.renewCalls).toBe(0)
+    await timers.advance(1)
+    expect(registry.renewCalls).toBe(1)
+  })
+})
+
+describe('Agent stop', () => {
+  it('ends with LeaseRevokedError when the own lease is deleted, leaving nothing running', async () => {
+    const agent = makeAgent()
+    const { result } = start(agent)
+    await waitFor(() => agent.status === 'running')
+    registry.remove(agent.lease!.subnet.toString())
+    await settle()
+    expect(isFlannelError(result.error, 'LEASE_REVOKED')).toBe(true)
+    expect((result.error as Error).message).toBe('Lease has been revoked')
+    expect(agent.status).toBe('failed')
+    expect(timers.count).toBe(0)
+    expect(registry.watchers.size).toBe(0)
+    expect(backend?.active).toBe(0)
+  })
+
+  it('unsubscribe stops timers, watches and the network run, and keeps lease and subnet.env', async () => {
+    const agent = makeAgent()
+    start(agent)
+    await waitFor(() => agent.status === 'running')
+    expect(timers.count).toBe(1)
+    expect(registry.watchers.size).toBe(2)
+    sub!.unsubscribe()
+    expect(agent.status).toBe('stopped')
+    expect(timers.count).toBe(0)
+    expect(registry.watchers.size).toBe(0)
+    expect(backend?.active).toBe(0)
+    expect(registry.leases.size).toBe(1)
+    await stat(join(dir, 'subnet.env'))
+  })
+
+  it('abort completes the stream and stops everything', async () => {
+    const controller = new AbortController()
+    const agent = makeAgent()
+    const { result } = start(agent, controller.signal)
+    await waitFor(() => agent.status === 'running')
+    controller.abort()
+    expect(result.completed).toBe(true)
+    expect(timers.count).toBe(0)
+    expect(registry.watchers.size).toBe(0)
+  })
+
+  it('abort while waiting for the config leaves no timer and no lease', async () => {
+    registry.configMisses = 100
+    const controller = new AbortController()
+    const { result } = start(makeAgent(), controller.signal)
+    await waitFor(() => timers.count === 1)
+    controller.abort()
+    await settle()
+    expect(result.completed).toBe(true)
+    expect(timers.count).toBe(0)
+    expect(registry.leases.size).toBe(0)
+  })
+
+  it('rejects a non-positive renew margin', () => {
+    expect(() => makeAgent({ renewMarginMs: 0 })).toThrow(/renewMarginMs/)
+  })
+})
