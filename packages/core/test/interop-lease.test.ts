@@ -197,6 +197,26 @@ describe.skipIf(skipReason !== undefined)(
       await stop(f)
     })
 
+    it('dual-stack alloc: flanneld publishes PublicIPv6 null (item 2)', async () => {
+      const prefix = '/bytes-dual-alloc/network'
+      await client
+        .put(`${prefix}/config`)
+        .value(
+          '{"Network":"10.245.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:245::/56","Backend":{"Type":"alloc"}}',
+        )
+      const f = start(prefix, join(dir, 'dual-alloc.env'))
+      const allocated = await f.waitForLog(ALLOCATED)
+      await f.waitForLog(SUBNET_FILE_WRITTEN)
+      await stop(f)
+      const [stored] = await dumpSubnets(client, prefix)
+      expect(stored!.key).toBe(
+        `${prefix}/subnets/${subnetKey(Ip4Net.parse(allocated[1]!), Ip6Net.parse(allocated[2]!))}`,
+      )
+      // flanneld's alloc backend publishes only PublicIP, even in dual-stack mode
+      expect(stored!.value).toBe(encodeLeaseAttrs({ publicIP: PUBLIC_IP }))
+      console.info(`flanneld dual-stack alloc: ${stored!.key} = ${stored!.value}`)
+    })
+
     it('--ip-masq=true: FLANNEL_IPMASQ=true in subnet.env (item 25)', async () => {
       const prefix = '/masq/network'
       const configText = `{"Network":"${NETWORK}","Backend":{"Type":"alloc"}}`
