@@ -217,6 +217,26 @@ describe.skipIf(skipReason !== undefined)(
       console.info(`flanneld dual-stack alloc: ${stored!.key} = ${stored!.value}`)
     })
 
+    it('dual-stack host-gw: PublicIPv6 published (item 2)', async () => {
+      const prefix = '/bytes-dual-hostgw/network'
+      await client
+        .put(`${prefix}/config`)
+        .value(
+          '{"Network":"10.245.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:246::/56","Backend":{"Type":"host-gw"}}',
+        )
+      const f = start(prefix, join(dir, 'dual-hostgw.env'))
+      await f.waitForLog(SUBNET_FILE_WRITTEN)
+      await stop(f)
+      const [stored] = await dumpSubnets(client, prefix)
+      expect(stored!.value).toBe(
+        encodeLeaseAttrs({
+          publicIP: PUBLIC_IP,
+          publicIPv6: '2001:db8::11',
+          backendType: 'host-gw',
+        }),
+      )
+    })
+
     it('--ip-masq=true: FLANNEL_IPMASQ=true in subnet.env (item 25)', async () => {
       const prefix = '/masq/network'
       const configText = `{"Network":"${NETWORK}","Backend":{"Type":"alloc"}}`
