@@ -1,1 +1,12 @@
-export {}
+/**
+ * @flannel/agent: the `flannel-agent` command (flanneld in etcd mode, built
+ * from the @flannel packages) and the pieces to embed it.
+ *
+ * @packageDocumentation
+ */
+export { optionsFromFlags, helpText, envName, FLAGS, UsageError } from './flags.js'
+export type { AgentCommandOptions } from './flags.js'
+export { startAgentCommand, levelForVerbosity } from './command.js'
+export type { AgentCommand, AgentCommandDeps, AgentCommandResult } from './command.js'
+export { BACKENDS } from './backends.js'
+export { AgentMetrics } from './metrics.js'

@@ -1,0 +1,273 @@
+import { readFile } from 'node:fs/promises'
+import { pino, destination } from 'pino'
+import type { Subscription } from 'rxjs'
+import {
+  Agent,
+  isFlannelError,
+  type AgentTimers,
+  type BackendTable,
+  type ExternalInterface,
+  type Logger,
+  type NetworkConfig,
+  type PrepareContext,
+  type SubnetRegistry,
+} from '@flannel/core'
+import { BACKENDS } from './backends.js'
+import type { AgentCommandOptions } from './flags.js'
+import { startHealthServer, type HealthServer } from './http.js'
+import { AgentMetrics } from './metrics.js'
+
+/** Parts of the command that can be replaced (tests, embedding). */
+export interface AgentCommandDeps {
+  /** The registry; default an `EtcdRegistry` built from the `--etcd-*` flags (closed on exit). */
+  readonly registry?: SubnetRegistry | undefined
+  /** The external interface; default selected by `--iface`/`--iface-regex`/... on this host. */
+  readonly extIface?: ExternalInterface | undefined
+  /** Install flanneld's masquerade/forward rules (`@flannel/linux` HostRules). Default true. */
+  readonly hostRules?: boolean | undefined
+  /** Backends by Type; default all seven, each loaded on first use. */
+  readonly backends?: BackendTable | undefined
+  /** Logger; default pino on stderr at the level given by `-v`. */
+  readonly logger?: Logger | undefined
+  /** Clock and timers for the agent (tests). */
+  readonly timers?: AgentTimers | undefined
+}
+
+/** How the command ended. */
+export interface AgentCommandResult {
+  /** 0 on a clean stop, 1 on a fatal error. */
+  readonly code: 0 | 1
+  /** The one-line reason of a fatal error (flanneld's text where it has one). */
+  readonly reason?: string | undefined
+}
+
+/** A started command. */
+export interface AgentCommand {
+  /** The health/metrics server's base URL, when `--healthz-port` is set. */
+  readonly healthUrl: string | undefined
+  /** True once subnet.env is written and the rules are in place. */
+  isReady(): boolean
+  /** Settles when the command has stopped and released what it must. */
+  readonly done: Promise<AgentCommandResult>
+  /** Stops cleanly (SIGTERM): renewal and watches stop; lease, subnet.env and data plane stay. */
+  stop(): void
+}
+
+/** pino's level for flanneld's `-v` verbosity. */
+export function levelForVerbosity(v: number): string {
+  if (v >= 4) return 'trace'
+  if (v >= 1) return 'debug'
+  return 'info'
+}
+
+/** Starts the `flannel-agent` command with parsed options; see {@link AgentCommand}. */
+export async function startAgentCommand(
+  options: AgentCommandOptions,
+  deps: AgentCommandDeps = {},
+): Promise<AgentCommand> {
+  const logger: Logger =
+    deps.logger ?? pino({ level: levelForVerbosity(options.v) }, destination({ fd: 2, sync: true }))
+  const metrics = new AgentMetrics()
+  let ready = false
+  const health: HealthServer | undefined =
+    options.healthzPort > 0
+      ? await startHealthServer(
+          options.healthzIP,
+          options.healthzPort,
+          () => ready,
+          metrics.registry,
+        )
+      : undefined
+  if (health) logger.info({ url: health.url }, 'health server listening')
+
+  const stopper = new AbortController()
+  let subscription: Subscription | undefined
+  let ownRegistry: SubnetRegistry | undefined
+
+  const run = async (): Promise<AgentCommandResult> => {
+    if (options.kubeSubnetMgr) {
+      return fatal('--kube-subnet-mgr is not supported by flannel-agent (etcd mode only)')
+    }
+    if (options.ipBlackholeRoute)
+      logger.warn({}, '--ip-blackhole-route is not implemented; ignored')
+    let registry = deps.registry
+    if (!registry) {
+      registry = ownRegistry = await createEtcdRegistry(options, logger)
+    }
+    const config = await fetchConfig(registry, stopper.signal, logger, metrics)
+    if (config === undefined) return { code: 0 }
+    const extIface = deps.extIface ?? (await selectInterface(options, config))
+    logger.info(
+      { iface: extIface.name, publicIP: extIface.extAddr, publicIPv6: extIface.extV6Addr },
+      'Using interface',
+    )
+    const agent = new Agent({
+      registry,
+      backends: deps.backends ?? BACKENDS,
+      extIface,
+      config,
+      subnetFile: options.subnetFile,
+      ipMasq: options.ipMasq,
+      renewMarginMs: options.subnetLeaseRenewMargin * 60_000,
+      logger,
+      timers: deps.timers,
+      prepare: deps.hostRules === false ? undefined : (ctx) => installRules(ctx, options, logger),
+    })
+    let registered = false
+    return new Promise<AgentCommandResult>((resolve) => {
+      stopper.signal.addEventListener('abort', () => resolve({ code: 0 }), { once: true })
+      subscription = agent.run({ signal: stopper.signal }).subscribe({
+        next: (event) => {
+          metrics.observe(event)
+          if (event.type === 'registered') registered = true
+          if (event.type === 'ready') {
+            ready = true
+            logger.info({ subnet: event.lease.subnet.toString(), mtu: event.mtu }, 'ready')
+          }
+        },
+        error: (error: unknown) => {
+          if (isFlannelError(error, 'LEASE_REVOKED')) {
+            resolve(fatal('Lease has been revoked. Shutting down daemon.'))
+          } else if (!registered) {
+            resolve(fatal(`Error registering network: ${message(error)}`))
+          } else {
+            resolve(fatal(message(error)))
+          }
+        },
+        complete: () => resolve({ code: 0 }),
+      })
+    })
+  }
+
+  const fatal = (reason: string): AgentCommandResult => {
+    logger.error({}, reason)
+    return { code: 1, reason }
+  }
+
+  const done = run()
+    .catch((error: unknown) => {
+      if (isFlannelError(error, 'REGISTRY_UNAVAILABLE')) metrics.registryError()
+      return fatal(message(error))
+    })
+    .then(async (result) => {
+      subscription?.unsubscribe()
+      await health?.close()
+      await ownRegistry?.close().catch(() => undefined)
+      logger.info({ code: result.code }, 'exiting')
+      return result
+    })
+
+  return {
+    healthUrl: health?.url,
+    isReady: () => ready,
+    done,
+    stop: () => stopper.abort(),
+  }
+}
+
+function message(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split('\n')[0] ?? ''
+}
+
+/** Reads the config, retrying every second while it is missing or the registry is down. */
+async function fetchConfig(
+  registry: SubnetRegistry,
+  signal: AbortSignal,
+  logger: Logger,
+  metrics: AgentMetrics,
+): Promise<NetworkConfig | undefined> {
+  for (;;) {
+    try {
+      return await registry.getNetworkConfig({ signal })
+    } catch (error) {
+      if (signal.aborted) return undefined
+      if (!isFlannelError(error) || !error.retryable) throw error
+      if (error.code === 'REGISTRY_UNAVAILABLE') metrics.registryError()
+      logger.warn({ err: error }, `Couldn't fetch network config: ${error.message}`)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1000)
+        signal.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(timer)
+            resolve()
+          },
+          { once: true },
+        )
+      })
+      if (signal.aborted) return undefined
+    }
+  }
+}
+
+async function selectInterface(
+  options: AgentCommandOptions,
+  config: NetworkConfig,
+): Promise<ExternalInterface> {
+  const linux = await import('@flannel/linux')
+  return linux.selectExternalInterface(new linux.NetlinkHostNetwork(), {
+    iface: options.iface,
+    ifaceRegex: options.ifaceRegex,
+    ifaceCanReach: options.ifaceCanReach || undefined,
+    publicIP: options.publicIP || undefined,
+    publicIPv6: options.publicIPv6 || undefined,
+    enableIPv4: config.enableIPv4,
+    enableIPv6: config.enableIPv6,
+  })
+}
+
+/** Installs flanneld's masquerade/forward rules; the returned undo removes them (failed start only). */
+async function installRules(
+  ctx: PrepareContext,
+  options: AgentCommandOptions,
+  logger: Logger,
+): Promise<() => Promise<void>> {
+  const { HostRules } = await import('@flannel/linux')
+  const { config, network } = ctx
+  const rules = new HostRules({
+    network: config.enableIPv4 ? config.network : undefined,
+    subnet: config.enableIPv4 ? network.lease.subnet : undefined,
+    ipv6Network: config.enableIPv6 ? config.ipv6Network : undefined,
+    ipv6Subnet: config.enableIPv6 ? network.lease.ipv6Subnet : undefined,
+    ipMasq: options.ipMasq,
+    forwardRules: options.iptablesForwardRules,
+    fullyRandom: options.ipMasqFullyRandomDisable ? false : undefined,
+    nftables: config.enableNFTables,
+    resyncIntervalMs: options.iptablesResync * 1000,
+    logger,
+  })
+  await rules.start()
+  return () => rules.stop()
+}
+
+/** The etcd registry for the `--etcd-*` flags (TLS only when key and cert are both given). */
+async function createEtcdRegistry(
+  options: AgentCommandOptions,
+  logger: Logger,
+): Promise<SubnetRegistry> {
+  const mod = (await import('@flannel/registry-etcd')) as unknown as {
+    EtcdRegistry?: new (opts: Record<string, unknown>) => SubnetRegistry
+  }
+  if (typeof mod.EtcdRegistry !== 'function') {
+    throw new Error('@flannel/registry-etcd does not export EtcdRegistry')
+  }
+  const useTls = options.etcdKeyfile !== '' && options.etcdCertfile !== ''
+  const tls = useTls
+    ? {
+        key: await readFile(options.etcdKeyfile),
+        cert: await readFile(options.etcdCertfile),
+        ...(options.etcdCafile !== '' ? { ca: await readFile(options.etcdCafile) } : {}),
+      }
+    : undefined
+  const auth =
+    options.etcdUsername !== ''
+      ? { username: options.etcdUsername, password: options.etcdPassword }
+      : undefined
+  return new mod.EtcdRegistry({
+    endpoints: options.etcdEndpoints,
+    prefix: options.etcdPrefix,
+    ...(tls ? { tls } : {}),
+    ...(auth ? { auth } : {}),
+    logger,
+  })
+}
