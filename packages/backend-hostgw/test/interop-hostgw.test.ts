@@ -12,27 +12,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Observable, type Subscription } from 'rxjs'
-import {
-  Ip4Net,
-  decodeLeaseAttrs,
-  encodeLeaseAttrs,
-  parseNetworkConfig,
-  parseSubnetKey,
-  subnetKey,
-  type Lease,
-  type LeaseAttrs,
-  type LeaseEvent,
-  type SubnetRegistry,
-} from '@flannel/core'
+import type { Subscription } from 'rxjs'
+import { Ip4Net, parseNetworkConfig, subnetKey } from '@flannel/core'
 import {
   ALLOCATED,
   Flanneld,
   Netns,
   SUBNET_FILE_WRITTEN,
+  fixedSubnetRegistry,
   interopSkipReason,
   runPrefix,
   startInteropEtcd,
+  type FixedSubnetRegistry,
   type InteropEtcd,
 } from '@flannel/testkit/flanneld'
 import { RemoteHostNetwork } from '../../linux/test/helpers/netns.js'
@@ -47,79 +38,6 @@ const OUR_SUBNET = Ip4Net.parse('10.244.200.0/24')
 
 type Etcd = ReturnType<InteropEtcd['connect']>
 
-/** Only what this test needs of a registry, over the shared etcd. */
-function etcdBridge(client: Etcd): SubnetRegistry & { written: () => string | undefined } {
-  let written: string | undefined
-  const key = `${PREFIX}/subnets/${subnetKey(OUR_SUBNET)}`
-  return {
-    getNetworkConfig: async () => parseNetworkConfig(CONFIG_TEXT),
-    acquireLease: async (attrs: LeaseAttrs): Promise<Lease> => {
-      written = encodeLeaseAttrs(attrs)
-      const lease = client.lease(86400, { autoKeepAlive: false })
-      const id = await lease.grant()
-      const res = await client
-        .if(key, 'Version', '==', 0)
-        .then(client.put(key).value(written).lease(id))
-        .commit()
-      if (!res.succeeded) throw new Error(`${key} already exists`)
-      return { subnet: OUR_SUBNET, attrs, expiration: new Date(Date.now() + 86_400_000) }
-    },
-    renewLease: async (lease) => lease,
-    releaseLease: async () => {},
-    watchLeases: () => peerEvents(client),
-    close: async () => {},
-    written: () => written,
-  }
-}
-
-/** Peer leases from etcd: a snapshot batch, then one batch per change (own lease left out). */
-function peerEvents(client: Etcd): Observable<LeaseEvent[]> {
-  return new Observable<LeaseEvent[]>((subscriber) => {
-    const known = new Map<string, Lease>()
-    const toLease = (key: string, value: string): Lease | undefined => {
-      const parsed = parseSubnetKey(key)
-      if (!parsed || parsed.subnet.equals(OUR_SUBNET)) return undefined
-      return { subnet: parsed.subnet, attrs: decodeLeaseAttrs(value), expiration: new Date() }
-    }
-    let cancel: (() => Promise<void>) | undefined
-    let closed = false
-    void (async () => {
-      const res = await client.getAll().prefix(`${PREFIX}/subnets/`).exec()
-      const batch: LeaseEvent[] = []
-      for (const kv of res.kvs) {
-        const lease = toLease(kv.key.toString(), kv.value.toString())
-        if (lease) {
-          known.set(kv.key.toString(), lease)
-          batch.push({ type: 'added', lease })
-        }
-      }
-      subscriber.next(batch)
-      const watcher = await client
-        .watch()
-        .prefix(`${PREFIX}/subnets/`)
-        .startRevision(String(BigInt(res.header.revision) + 1n))
-        .create()
-      cancel = () => watcher.cancel()
-      if (closed) await watcher.cancel()
-      watcher.on('put', (kv) => {
-        const lease = toLease(kv.key.toString(), kv.value.toString())
-        if (!lease) return
-        known.set(kv.key.toString(), lease)
-        subscriber.next([{ type: 'added', lease }])
-      })
-      watcher.on('delete', (kv) => {
-        const lease = known.get(kv.key.toString())
-        known.delete(kv.key.toString())
-        if (lease) subscriber.next([{ type: 'removed', lease }])
-      })
-    })().catch((err: unknown) => subscriber.error(err))
-    return () => {
-      closed = true
-      void cancel?.()
-    }
-  })
-}
-
 describe.skipIf(skipReason !== undefined)(
   `host-gw: real flanneld and HostGwBackend side by side${skipReason ? ` (skipped: ${skipReason})` : ''}`,
   () => {
@@ -133,7 +51,7 @@ describe.skipIf(skipReason !== undefined)(
     let run: Subscription | undefined
     let flanneld: Flanneld | undefined
     let dir: string
-    let bridge: ReturnType<typeof etcdBridge>
+    let bridge: FixedSubnetRegistry
     let flannelSubnet: string
 
     beforeAll(async () => {
@@ -182,7 +100,12 @@ describe.skipIf(skipReason !== undefined)(
       host2 = new RemoteHostNetwork(h2.name)
       await host2.start()
       const eth = (await host2.getLink('eth0'))!
-      bridge = etcdBridge(client)
+      bridge = fixedSubnetRegistry({
+        client,
+        prefix: PREFIX,
+        configText: CONFIG_TEXT,
+        subnet: OUR_SUBNET,
+      })
       const backend = new HostGwBackend(
         {
           registry: bridge,

@@ -542,3 +542,5 @@ export async function readVxlanState(ns: Netns, dev: string): Promise<VxlanState
       .sort(),
   }
 }
+
+export { fixedSubnetRegistry, type FixedSubnetRegistry } from './fixed-registry.js'
