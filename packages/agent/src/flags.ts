@@ -292,6 +292,7 @@ function buildCommand(): Command {
         'with FLANNELD_<FLAG> (upper case, "-" -> "_"), used when the flag is not given.',
     )
     .helpOption(false)
+    .configureHelp({ helpWidth: 1000 })
     .allowExcessArguments(false)
     .exitOverride()
     .configureOutput({ writeOut: () => undefined, writeErr: () => undefined })
@@ -378,6 +379,8 @@ export function optionsFromFlags(
         const flag = unknown[1]!.replace(/^-+/, '-').split('=')[0]!
         throw new UsageError(`flag provided but not defined: ${flag}`)
       }
+      const missing = /option '(?:-\w, )?--([\w-]+)[^']*' argument missing/.exec(error.message)
+      if (missing) throw new UsageError(`flag needs an argument: -${missing[1]}`)
       throw new UsageError(error.message.replace(/^error: /, ''))
     }
     throw error

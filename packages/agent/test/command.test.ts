@@ -1,0 +1,183 @@
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { silentLogger, type ExternalInterface } from '@flannel/core'
+import { createBackend as alloc } from '@flannel/backend-alloc'
+import { optionsFromFlags, startAgentCommand, type AgentCommand } from '@flannel/agent'
+import { FakeRegistry, FakeTimers } from '../../core/test/agent-fakes.js'
+
+const ext: ExternalInterface = {
+  name: 'eth0',
+  index: 2,
+  mtu: 1500,
+  ifaceAddr: '192.0.2.10',
+  extAddr: '192.0.2.10',
+}
+
+let dir: string
+let command: AgentCommand | undefined
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'flannel-cmd-'))
+})
+afterEach(async () => {
+  command?.stop()
+  await command?.done
+  command = undefined
+  await rm(dir, { recursive: true, force: true })
+})
+
+async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await cond()) return
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  throw new Error('condition not reached')
+}
+
+describe('flannel-agent command in-process (alloc backend)', () => {
+  it('serves /healthz, /readyz (503 then 200) and /metrics', async () => {
+    const timers = new FakeTimers()
+    const registry = new FakeRegistry(
+      { Network: '10.5.0.0/16', Backend: { Type: 'alloc' } },
+      timers,
+    )
+    registry.configMisses = 1_000_000
+    command = await startAgentCommandOnFreePort(registry, timers)
+    const url = command.healthUrl!
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/)
+    const healthz = await fetch(`${url}/healthz`)
+    expect(healthz.status).toBe(200)
+    expect(await healthz.text()).toBe('flanneld is running')
+    expect((await fetch(`${url}/readyz`)).status).toBe(503)
+
+    registry.configMisses = 0
+    await until(async () => (await fetch(`${url}/readyz`)).status === 200)
+    expect(await readFile(join(dir, 'subnet.env'), 'utf8')).toContain('FLANNEL_MTU=1500\n')
+
+    registry.addPeer('10.5.200.0/24', '192.0.2.30')
+    const metrics = await (await fetch(`${url}/metrics`)).text()
+    for (const name of [
+      'flannel_leases_known',
+      'flannel_events_applied_total',
+      'flannel_apply_latency_seconds',
+      'flannel_registry_errors_total',
+      'flannel_lease_renewals_total',
+    ]) {
+      expect(metrics).toContain(`# TYPE ${name}`)
+    }
+    expect((await fetch(`${url}/nope`)).status).toBe(404)
+  })
+
+  it('counts renewals in /metrics', async () => {
+    const timers = new FakeTimers()
+    const registry = new FakeRegistry(
+      { Network: '10.5.0.0/16', Backend: { Type: 'alloc' } },
+      timers,
+    )
+    command = await startAgentCommandOnFreePort(registry, timers)
+    await until(() => command!.isReady())
+    await timers.advance(23 * 60 * 60_000)
+    const metrics = await (await fetch(`${command.healthUrl}/metrics`)).text()
+    expect(metrics).toContain('flannel_lease_renewals_total{result="ok"} 1')
+  })
+
+  it('stop() ends with code 0 and keeps lease and subnet.env', async () => {
+    const timers = new FakeTimers()
+    const registry = new FakeRegistry(
+      { Network: '10.5.0.0/16', Backend: { Type: 'alloc' } },
+      timers,
+    )
+    command = await startAgentCommandOnFreePort(registry, timers)
+    await until(() => command!.isReady())
+    command.stop()
+    expect(await command.done).toEqual({ code: 0 })
+    expect(registry.leases.size).toBe(1)
+    expect(registry.watchers.size).toBe(0)
+    expect(timers.count).toBe(0)
+    await stat(join(dir, 'subnet.env'))
+    await expect(fetch(`${command.healthUrl}/healthz`)).rejects.toThrow()
+  })
+
+  it('a bad config ends with code 1 and the config error text, leaving no lease', async () => {
+    const timers = new FakeTimers()
+    const registry = new FakeRegistry(
+      { Network: '10.5.0.0/16', Backend: { Type: 'alloc' } },
+      timers,
+    )
+    registry.getNetworkConfig = async () => {
+      const { parseNetworkConfig } = await import('@flannel/core')
+      return parseNetworkConfig({ Network: '10.1.0.0/29' })
+    }
+    command = await startAgentCommandOnFreePort(registry, timers)
+    expect(await command.done).toEqual({
+      code: 1,
+      reason: 'network is too small. Minimum useful network prefix is /28',
+    })
+    expect(registry.leases.size).toBe(0)
+  })
+
+  it('an unknown backend type ends with code 1, leaving no lease and no subnet.env', async () => {
+    const timers = new FakeTimers()
+    const registry = new FakeRegistry(
+      { Network: '10.5.0.0/16', Backend: { Type: 'bogus' } },
+      timers,
+    )
+    command = await startAgentCommandOnFreePort(registry, timers)
+    expect(await command.done).toEqual({
+      code: 1,
+      reason: 'Error registering network: unknown backend type: bogus',
+    })
+    expect(registry.leases.size).toBe(0)
+    await expect(stat(join(dir, 'subnet.env'))).rejects.toThrow()
+  })
+
+  it('a revoked lease ends with code 1 and flanneld text', async () => {
+    const timers = new FakeTimers()
+    const registry = new FakeRegistry(
+      { Network: '10.5.0.0/16', Backend: { Type: 'alloc' } },
+      timers,
+    )
+    command = await startAgentCommandOnFreePort(registry, timers)
+    await until(() => command!.isReady())
+    registry.remove([...registry.leases.keys()][0]!)
+    expect(await command.done).toEqual({
+      code: 1,
+      reason: 'Lease has been revoked. Shutting down daemon.',
+    })
+  })
+
+  it('--kube-subnet-mgr is refused with code 1', async () => {
+    const timers = new FakeTimers()
+    const registry = new FakeRegistry({ Network: '10.5.0.0/16' }, timers)
+    command = await startAgentCommandOnFreePort(registry, timers, ['--kube-subnet-mgr'])
+    expect((await command.done).code).toBe(1)
+  })
+})
+
+async function startAgentCommandOnFreePort(
+  registry: FakeRegistry,
+  timers: FakeTimers,
+  extra: string[] = [],
+): Promise<AgentCommand> {
+  const { freePort } = await import('@flannel/testkit/http')
+  const port = await freePort()
+  const options = optionsFromFlags(
+    [
+      '--healthz-ip=127.0.0.1',
+      `--healthz-port=${port}`,
+      `--subnet-file=${join(dir, 'subnet.env')}`,
+      ...extra,
+    ],
+    {},
+  )
+  return startAgentCommand(options, {
+    registry,
+    extIface: ext,
+    hostRules: false,
+    backends: { alloc },
+    logger: silentLogger,
+    timers,
+  })
+}
