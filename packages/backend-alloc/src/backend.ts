@@ -16,7 +16,7 @@ import { NEVER, type Observable } from 'rxjs'
 
 /**
  * flannel's alloc backend (spec: backends.md 4): acquires this host's lease,
- * publishing `PublicIP` (and `PublicIPv6`) only, and changes nothing on the
+ * publishing `PublicIP` only (as flanneld, even in dual-stack mode), and changes nothing on the
  * host. Its network does not watch peers; routing is left to something else.
  * The MTU is the external interface's.
  */
@@ -39,10 +39,8 @@ export class AllocBackend implements Backend {
   async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
     throwIfAborted(opts.signal)
     const ext = this.ctx.extIface
-    const attrs: LeaseAttrs = {
-      publicIP: config.enableIPv4 && ext.extAddr ? ext.extAddr : '0.0.0.0',
-      ...(config.enableIPv6 && ext.extV6Addr ? { publicIPv6: ext.extV6Addr } : {}),
-    }
+    // flanneld's alloc publishes PublicIP only, even in dual-stack mode.
+    const attrs: LeaseAttrs = { publicIP: ext.extAddr ?? '0.0.0.0' }
     let lease: Lease
     try {
       lease = await this.ctx.registry.acquireLease(attrs, {

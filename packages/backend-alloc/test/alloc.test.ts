@@ -37,9 +37,9 @@ describe('AllocBackend', () => {
     expect(network.lease.subnet.toString()).toBe('10.5.40.0/24')
   })
 
-  it('publishes 0.0.0.0 and the IPv6 address when IPv4 is off', async () => {
+  it('publishes PublicIP only, also in dual-stack mode (as flanneld)', async () => {
     const v6 = parseNetworkConfig({
-      EnableIPv4: false,
+      Network: '10.5.0.0/16',
       EnableIPv6: true,
       IPv6Network: 'fc00::/48',
       Backend: { Type: 'alloc' },
@@ -49,7 +49,7 @@ describe('AllocBackend', () => {
       registry,
       extIface: { ...ext, extV6Addr: '2001:db8::7' },
     }).registerNetwork(v6)
-    expect(network.lease.attrs).toEqual({ publicIP: '0.0.0.0', publicIPv6: '2001:db8::7' })
+    expect(network.lease.attrs).toEqual({ publicIP: '198.51.100.7' })
   })
 
   it('prefixes acquisition failures with flanneld wording', async () => {

@@ -117,10 +117,9 @@ describe.skipIf(skipReason !== undefined)(
       expect(r.ours).toEqual(r.theirs)
     })
 
-    // Known mismatch (reported): flanneld v0.28.10's alloc backend publishes only
-    // PublicIP (`"PublicIPv6":null`) even in dual-stack mode; AllocBackend adds
-    // PublicIPv6. Drop `.fails` once AllocBackend matches.
-    it.fails('dual-stack: same value bytes and MTU', async () => {
+    // flanneld v0.28.10's alloc backend publishes only PublicIP
+    // (`"PublicIPv6":null`) even in dual-stack mode; so does AllocBackend.
+    it('dual-stack: same value bytes and MTU', async () => {
       const r = await compare(
         'ab6',
         '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"alloc"}}',
