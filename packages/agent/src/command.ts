@@ -245,12 +245,7 @@ async function createEtcdRegistry(
   options: AgentCommandOptions,
   logger: Logger,
 ): Promise<SubnetRegistry> {
-  const mod = (await import('@flannel/registry-etcd')) as unknown as {
-    EtcdRegistry?: new (opts: Record<string, unknown>) => SubnetRegistry
-  }
-  if (typeof mod.EtcdRegistry !== 'function') {
-    throw new Error('@flannel/registry-etcd does not export EtcdRegistry')
-  }
+  const { EtcdRegistry } = await import('@flannel/registry-etcd')
   const useTls = options.etcdKeyfile !== '' && options.etcdCertfile !== ''
   const tls = useTls
     ? {
@@ -263,7 +258,7 @@ async function createEtcdRegistry(
     options.etcdUsername !== ''
       ? { username: options.etcdUsername, password: options.etcdPassword }
       : undefined
-  return new mod.EtcdRegistry({
+  return new EtcdRegistry({
     endpoints: options.etcdEndpoints,
     prefix: options.etcdPrefix,
     ...(tls ? { tls } : {}),
