@@ -310,6 +310,30 @@ describe.skipIf(skipReason !== undefined)(
       expect(after!.key).toBe(before!.key)
     })
 
+    it('ignores a previous subnet another host holds and allocates a new one (item 5)', async () => {
+      const prefix = '/previous-taken/network'
+      await client
+        .put(`${prefix}/config`)
+        .value(`{"Network":"${NETWORK}","Backend":{"Type":"alloc"}}`)
+      const file = join(dir, 'previous-taken.env')
+      await writeSubnetEnv(file, {
+        network: Ip4Net.parse(NETWORK),
+        subnet: Ip4Net.parse('10.244.55.0/24'),
+        mtu: 1500,
+        ipMasq: false,
+      })
+      const taken = `${prefix}/subnets/10.244.55.0-24`
+      await client.put(taken).value(encodeLeaseAttrs({ publicIP: '198.51.100.55' }))
+      const f = start(prefix, file)
+      const allocated = await f.waitForLog(ALLOCATED)
+      await f.waitForLog(SUBNET_FILE_WRITTEN)
+      await stop(f)
+      expect(allocated[1]).not.toBe('10.244.55.0/24')
+      const keys = (await dumpSubnets(client, prefix)).map((l) => l.key)
+      expect(keys).toContain(taken)
+      expect(keys).toHaveLength(2)
+    })
+
     it('reuses a lease written in our format with a 86400 s etcd lease for its PublicIP (item 4)', async () => {
       const prefix = '/ours-first/network'
       await client
