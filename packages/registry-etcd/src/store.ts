@@ -1,0 +1,314 @@
+import {
+  LeaseNotFoundError,
+  decodeLeaseAttrs,
+  parseSubnetKey,
+  type Lease,
+  type Logger,
+} from '@flannel/core'
+import type { Etcd3, IKeyValue } from 'etcd3'
+import type { KeyLayout } from './keys.js'
+import { withRetry } from './retry.js'
+
+/** A lease as stored in etcd, with what the watch and renewals need to know about it. */
+export interface StoredLease {
+  /** The subnet key basename, e.g. `10.5.34.0-24`. */
+  readonly name: string
+  readonly lease: Lease
+  /** The stored value, byte for byte. */
+  readonly value: string
+  /** etcd lease id (decimal string); `'0'` for a reservation. */
+  readonly etcdLease: string
+  readonly modRevision: string
+}
+
+/** A listing of every lease with the etcd revision it was read at. */
+export interface LeaseListing {
+  readonly leases: StoredLease[]
+  /** Header revision of the read (decimal string). */
+  readonly revision: string
+}
+
+/** Outcome of turning one etcd key/value into a lease. */
+export type Parsed = { ok: true; lease: StoredLease } | { ok: false; reason: string }
+
+/** Settings of {@link EtcdStore}. */
+export interface StoreSettings {
+  readonly keys: KeyLayout
+  readonly requestTimeoutMs: number
+  readonly leaseTtlSeconds: number
+  readonly random: () => number
+  readonly logger: Logger
+  readonly now?: () => number
+}
+
+const TTL_CACHE_LIMIT = 10_000
+const TTL_LOOKUP_CONCURRENCY = 16
+
+/**
+ * The etcd primitives of flanneld's registry (spec: core.md section 4.2):
+ * config read, lease listing with TTLs, create guarded by `version == 0`,
+ * update with a freshly granted lease, delete. Every call retries transient
+ * failures within `requestTimeoutMs` and honours an AbortSignal.
+ */
+export class EtcdStore {
+  /** Known expirations by etcd lease id; an etcd lease's TTL never grows (no keep-alive). */
+  private readonly expirations = new Map<string, number>()
+  private readonly now: () => number
+
+  constructor(
+    readonly client: Etcd3,
+    private readonly settings: StoreSettings,
+  ) {
+    this.now = settings.now ?? Date.now
+  }
+
+  /** Runs `attempt` with this store's retry settings. */
+  retry<T>(
+    operation: string,
+    signal: AbortSignal | undefined,
+    attempt: (deadline: number) => Promise<T>,
+  ): Promise<T> {
+    return withRetry(
+      operation,
+      {
+        timeoutMs: this.settings.requestTimeoutMs,
+        random: this.settings.random,
+        logger: this.settings.logger,
+        signal,
+      },
+      attempt,
+    )
+  }
+
+  /** The raw config text at `<prefix>/config`, or undefined when the key is absent. */
+  async getConfigText(signal?: AbortSignal): Promise<string | undefined> {
+    const key = this.settings.keys.config
+    const res = await this.retry('read config', signal, (deadline) =>
+      this.client.kv.range({ key: Buffer.from(key) }, { deadline }),
+    )
+    return res.kvs[0]?.value.toString()
+  }
+
+  /** Every lease under `<prefix>/subnets/`; unparsable entries are logged and left out. */
+  async list(signal?: AbortSignal): Promise<LeaseListing> {
+    const prefix = Buffer.from(this.settings.keys.subnets)
+    const res = await this.retry('list leases', signal, (deadline) =>
+      this.client.kv.range({ key: prefix, range_end: prefixEnd(prefix) }, { deadline }),
+    )
+    const parsed = await this.parseAll(res.kvs, signal)
+    const leases: StoredLease[] = []
+    for (const [i, p] of parsed.entries()) {
+      if (p.ok) leases.push(p.lease)
+      else this.warnSkipped(res.kvs[i]!, p.reason)
+    }
+    const live = new Set(leases.map((l) => l.etcdLease))
+    this.trimCache(live)
+    return { leases, revision: res.header.revision }
+  }
+
+  /** Turns key/values into leases, looking TTLs up at most a few at a time. */
+  async parseAll(kvs: readonly IKeyValue[], signal?: AbortSignal): Promise<Parsed[]> {
+    const out: Parsed[] = new Array<Parsed>(kvs.length)
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < kvs.length) {
+        const i = next++
+        out[i] = await this.parse(kvs[i]!, signal)
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(TTL_LOOKUP_CONCURRENCY, kvs.length) }, worker))
+    return out
+  }
+
+  /** Turns one key/value into a lease (spec: core.md sections 3 and 4.1). */
+  async parse(kv: IKeyValue, signal?: AbortSignal): Promise<Parsed> {
+    const key = kv.key.toString()
+    const name = this.settings.keys.subnetKeyOf(key)
+    if (name === undefined) return { ok: false, reason: 'not a lease key' }
+    let subnets: ReturnType<typeof parseSubnetKey>
+    try {
+      subnets = parseSubnetKey(name)
+    } catch (err) {
+      return { ok: false, reason: (err as Error).message }
+    }
+    const value = kv.value.toString()
+    let attrs: Lease['attrs']
+    try {
+      attrs = decodeLeaseAttrs(value)
+    } catch (err) {
+      return { ok: false, reason: (err as Error).message }
+    }
+    const expiration = new Date(await this.expirationOf(kv.lease, signal))
+    const lease: Lease = {
+      subnet: subnets.subnet,
+      ...(subnets.ipv6Subnet === undefined ? {} : { ipv6Subnet: subnets.ipv6Subnet }),
+      attrs,
+      expiration,
+    }
+    return {
+      ok: true,
+      lease: { name, lease, value, etcdLease: kv.lease, modRevision: kv.mod_revision },
+    }
+  }
+
+  /** Logs an entry that is not a lease flanneld could read; it is ignored, never removes anything. */
+  warnSkipped(kv: IKeyValue, reason: string): void {
+    this.settings.logger.warn(
+      { key: kv.key.toString(), value: kv.value.toString().slice(0, 200), reason },
+      'ignoring unparsable lease entry in etcd',
+    )
+  }
+
+  /**
+   * Expiration (ms since epoch) of keys on etcd lease `id`. A reservation
+   * (no etcd lease) never expires; it reads as one TTL from now.
+   */
+  private async expirationOf(id: string, signal?: AbortSignal): Promise<number> {
+    if (id === '0') return this.now() + this.settings.leaseTtlSeconds * 1000
+    const known = this.expirations.get(id)
+    if (known !== undefined) return known
+    const res = await this.retry('read lease TTL', signal, (deadline) =>
+      this.client.leaseClient.leaseTimeToLive({ ID: id }, { deadline }),
+    )
+    // TTL -1: the lease ran out a moment ago (its keys are being deleted).
+    const ttl = Math.max(0, Number(res.TTL))
+    const expiration = this.now() + ttl * 1000
+    this.remember(id, expiration)
+    return expiration
+  }
+
+  private remember(id: string, expiration: number): void {
+    if (this.expirations.size >= TTL_CACHE_LIMIT) this.expirations.clear()
+    this.expirations.set(id, expiration)
+  }
+
+  private trimCache(live: Set<string>): void {
+    for (const id of this.expirations.keys()) if (!live.has(id)) this.expirations.delete(id)
+  }
+
+  /** Grants a fresh etcd lease of the configured TTL; returns its id and expiration. */
+  async grant(signal?: AbortSignal): Promise<{ id: string; expiration: number }> {
+    const ttl = this.settings.leaseTtlSeconds
+    const res = await this.retry('grant etcd lease', signal, (deadline) =>
+      this.client.leaseClient.leaseGrant({ TTL: ttl }, { deadline }),
+    )
+    if (res.error) throw new Error(`etcd lease grant failed: ${res.error}`)
+    const expiration = this.now() + Number(res.TTL) * 1000
+    this.remember(res.ID, expiration)
+    return { id: res.ID, expiration }
+  }
+
+  /** Revokes an etcd lease, best effort (it runs out by itself anyway). */
+  async revoke(id: string): Promise<void> {
+    this.expirations.delete(id)
+    try {
+      await this.retry('revoke etcd lease', undefined, (deadline) =>
+        this.client.leaseClient.leaseRevoke({ ID: id }, { deadline }),
+      )
+    } catch (err) {
+      this.settings.logger.debug(
+        { lease: id, err: (err as Error).message },
+        'etcd lease revoke failed',
+      )
+    }
+  }
+
+  /**
+   * Creates `<prefix>/subnets/<name>` with `value` on a fresh etcd lease, if
+   * and only if the key does not exist (`version == 0`). Returns the
+   * expiration, or undefined when the key exists (the granted lease is then
+   * revoked).
+   */
+  async create(name: string, value: string, signal?: AbortSignal): Promise<Date | undefined> {
+    const key = Buffer.from(this.settings.keys.lease(name))
+    const granted = await this.grant(signal)
+    let created: boolean
+    try {
+      created = await this.retry('create lease', signal, async (deadline) => {
+        const res = await this.client.kv.txn(
+          {
+            compare: [{ key, target: 'Version', result: 'Equal', version: 0 }],
+            success: [{ request_put: { key, value: Buffer.from(value), lease: granted.id } }],
+            failure: [{ request_range: { key } }],
+          },
+          { deadline },
+        )
+        if (res.succeeded) return true
+        // A retried transaction whose first try did apply finds our own write.
+        const existing = res.responses[0]?.response_range?.kvs[0]
+        return existing !== undefined && existing.lease === granted.id
+      })
+    } catch (err) {
+      void this.revoke(granted.id)
+      throw err
+    }
+    if (!created) {
+      void this.revoke(granted.id)
+      return undefined
+    }
+    return new Date(granted.expiration)
+  }
+
+  /**
+   * Writes `value` at `<prefix>/subnets/<name>` on a freshly granted etcd
+   * lease (flanneld's update and renewal; a reservation reused this way gets
+   * a lease too, as flanneld v3 does). With `mustExist`, a missing key is not
+   * re-created: `LeaseNotFoundError`.
+   */
+  async update(
+    name: string,
+    value: string,
+    opts: { mustExist: boolean; signal?: AbortSignal | undefined },
+  ): Promise<Date> {
+    const { signal } = opts
+    const full = this.settings.keys.lease(name)
+    const key = Buffer.from(full)
+    const data = Buffer.from(value)
+    const granted = await this.grant(signal)
+    try {
+      const written = await this.retry('update lease', signal, async (deadline) => {
+        if (!opts.mustExist) {
+          await this.client.kv.put({ key, value: data, lease: granted.id }, { deadline })
+          return true
+        }
+        const res = await this.client.kv.txn(
+          {
+            compare: [{ key, target: 'Version', result: 'Greater', version: 0 }],
+            success: [{ request_put: { key, value: data, lease: granted.id } }],
+            failure: [],
+          },
+          { deadline },
+        )
+        return res.succeeded
+      })
+      if (!written) throw new LeaseNotFoundError(`lease ${full} does not exist in etcd`)
+    } catch (err) {
+      void this.revoke(granted.id)
+      throw err
+    }
+    return new Date(granted.expiration)
+  }
+
+  /**
+   * Deletes `<prefix>/subnets/<name>` (a plain delete, as flanneld; the etcd
+   * lease it carried is left to run out, as it might hold other keys).
+   */
+  async remove(name: string, signal?: AbortSignal): Promise<void> {
+    const key = Buffer.from(this.settings.keys.lease(name))
+    await this.retry('delete lease', signal, (deadline) =>
+      this.client.kv.deleteRange({ key }, { deadline }),
+    )
+  }
+}
+
+/** The end of the key range of every key starting with `prefix`. */
+export function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix)
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i] = end[i]! + 1
+      return end.subarray(0, i + 1)
+    }
+  }
+  return Buffer.from([0])
+}
