@@ -96,7 +96,7 @@ export async function startAgentCommand(
     }
     const config = await fetchConfig(registry, stopper.signal, logger, metrics)
     if (config === undefined) return { code: 0 }
-    const extIface = deps.extIface ?? (await selectInterface(options, config))
+    const extIface = deps.extIface ?? (await selectInterface(options, config, logger))
     logger.info(
       { iface: extIface.name, publicIP: extIface.extAddr, publicIPv6: extIface.extV6Addr },
       'Using interface',
@@ -203,9 +203,10 @@ async function fetchConfig(
 async function selectInterface(
   options: AgentCommandOptions,
   config: NetworkConfig,
+  logger: Logger,
 ): Promise<ExternalInterface> {
   const linux = await import('@flannel/linux')
-  return linux.selectExternalInterface(new linux.NetlinkHostNetwork(), {
+  const select = linux.selectExternalInterface(new linux.NetlinkHostNetwork(), {
     iface: options.iface,
     ifaceRegex: options.ifaceRegex,
     ifaceCanReach: options.ifaceCanReach || undefined,
@@ -213,6 +214,15 @@ async function selectInterface(
     publicIPv6: options.publicIPv6 || undefined,
     enableIPv4: config.enableIPv4,
     enableIPv6: config.enableIPv6,
+  })
+  return select.catch((error: unknown) => {
+    // flanneld prints its message alone; the detail (which flag failed) goes to the log.
+    const text = error instanceof Error ? error.message : ''
+    if (text.startsWith(linux.NO_MATCHING_INTERFACE_MESSAGE)) {
+      logger.error({ err: error }, 'external interface selection failed')
+      throw new linux.ExternalInterfaceError(linux.NO_MATCHING_INTERFACE_MESSAGE, { cause: error })
+    }
+    throw error
   })
 }
 

@@ -1,0 +1,196 @@
+/**
+ * The flannel-agent process (from source) in a network namespace of its own,
+ * against a real etcd in that namespace, with the alloc backend: start-up,
+ * rules, readiness, SIGTERM, and every fatal path leaving nothing behind.
+ * Needs root and etcd; skipped with the reason otherwise.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { etcdMissingReason, startEtcd, type EtcdServer } from '@flannel/testkit/etcd'
+
+const reason = process.getuid?.() !== 0 ? 'needs root (network namespaces)' : etcdMissingReason()
+if (reason) console.warn(`flannel-agent namespace tests skipped: ${reason}`)
+
+const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url))
+const ns = `fl${randomBytes(2).toString('hex')}`
+const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8' })
+const inNs = (cmd: string, ...args: string[]) =>
+  execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { encoding: 'utf8' })
+
+describe.skipIf(reason)(
+  `flannel-agent in a namespace${reason ? ` (skipped: ${reason})` : ''}`,
+  () => {
+    let etcd: EtcdServer
+    let dir: string
+    let child: ChildProcess | undefined
+
+    beforeAll(async () => {
+      ip('netns', 'add', ns)
+      ip('-n', ns, 'link', 'set', 'lo', 'up')
+      ip('-n', ns, 'link', 'add', 'br0', 'type', 'bridge')
+      ip('-n', ns, 'addr', 'add', '192.0.2.10/24', 'dev', 'br0')
+      ip('-n', ns, 'link', 'set', 'br0', 'up')
+      ip('-n', ns, 'route', 'add', 'default', 'via', '192.0.2.1', 'dev', 'br0', 'onlink')
+      etcd = await startEtcd({ netns: ns })
+      dir = await mkdtemp(join(tmpdir(), 'flcli-'))
+    }, 30_000)
+
+    afterEach(async () => {
+      if (child && child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL')
+        await new Promise((r) => child!.once('exit', r))
+      }
+      child = undefined
+      await etcd.etcdctl('del', '--prefix', '/coreos.com/network/')
+      await rm(join(dir, 'subnet.env'), { force: true })
+      inNs('iptables', '-t', 'nat', '-F')
+      inNs('iptables', '-t', 'filter', '-F')
+    })
+
+    afterAll(async () => {
+      await etcd?.stop()
+      try {
+        ip('netns', 'del', ns)
+      } finally {
+        await rm(dir, { recursive: true, force: true })
+      }
+    })
+
+    function agent(...flags: string[]) {
+      child = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          ns,
+          process.execPath,
+          '--conditions=@flannel/source',
+          '--import',
+          'tsx',
+          cli,
+          `--etcd-endpoints=${etcd.endpoints.join(',')}`,
+          `--subnet-file=${join(dir, 'subnet.env')}`,
+          ...flags,
+        ],
+        { env: { ...process.env } },
+      )
+      const out = { stderr: '' }
+      child.stderr!.on('data', (d: Buffer) => (out.stderr += d.toString()))
+      const exited = new Promise<number | null>((r) => child!.once('exit', (code) => r(code)))
+      return { out, exited }
+    }
+
+    const config = (json: string) => etcd.etcdctl('put', '/coreos.com/network/config', json)
+    const leases = async () =>
+      (await etcd.etcdctl('get', '--prefix', '--keys-only', '/coreos.com/network/subnets/')).trim()
+    const lastLine = (text: string) => text.trim().split('\n').at(-1)
+    const flannelRules = () =>
+      inNs('iptables-save')
+        .split('\n')
+        .filter((l) => /flannel/i.test(l))
+
+    async function readyz(port: number): Promise<number> {
+      try {
+        return Number(
+          inNs(
+            'curl',
+            '-s',
+            '-o',
+            '/dev/null',
+            '-w',
+            '%{http_code}',
+            `http://127.0.0.1:${port}/readyz`,
+          ),
+        )
+      } catch {
+        return 0
+      }
+    }
+
+    it('starts, installs the rules, becomes ready; SIGTERM exits 0 keeping lease and subnet.env', async () => {
+      await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
+      const { exited } = agent('--ip-masq', '--healthz-ip=127.0.0.1', '--healthz-port=18471')
+      for (let i = 0; i < 300 && (await readyz(18471)) !== 200; i++)
+        await new Promise((r) => setTimeout(r, 50))
+      expect(await readyz(18471)).toBe(200)
+      const env = await readFile(join(dir, 'subnet.env'), 'utf8')
+      expect(env).toMatch(
+        /^FLANNEL_NETWORK=10\.5\.0\.0\/16\nFLANNEL_SUBNET=10\.5\.\d+\.1\/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n$/,
+      )
+      expect(flannelRules()).toContain(
+        '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
+      )
+      expect(flannelRules()).toContain(
+        '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
+      )
+      const metrics = inNs('curl', '-s', 'http://127.0.0.1:18471/metrics')
+      expect(metrics).toContain('flannel_leases_known 0')
+      child!.kill('SIGTERM')
+      expect(await exited).toBe(0)
+      expect(await leases()).toMatch(/^\/coreos\.com\/network\/subnets\/10\.5\.\d+\.0-24$/)
+      await stat(join(dir, 'subnet.env'))
+    }, 60_000)
+
+    it('a deleted own lease exits 1 with flanneld text', async () => {
+      await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
+      const { out, exited } = agent()
+      for (let i = 0; i < 300 && (await leases()) === ''; i++)
+        await new Promise((r) => setTimeout(r, 50))
+      await new Promise((r) => setTimeout(r, 300))
+      await etcd.etcdctl('del', await leases())
+      expect(await exited).toBe(1)
+      expect(lastLine(out.stderr)).toBe('Lease has been revoked. Shutting down daemon.')
+    }, 60_000)
+
+    it.each([
+      [
+        '{"Network":"10.1.0.0/29","Backend":{"Type":"alloc"}}',
+        [],
+        'network is too small. Minimum useful network prefix is /28',
+      ],
+      [
+        '{"Network":"10.5.0.0/16","Backend":{"Type":"foo"}}',
+        [],
+        'Error registering network: unknown backend type: foo',
+      ],
+      [
+        '{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}',
+        ['--iface=nope0'],
+        'Failed to find interface to use that matches the interfaces and/or regexes provided',
+      ],
+      [
+        '{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.0","SubnetMax":"10.5.1.0","Backend":{"Type":"alloc"}}',
+        ['--public-ip=192.0.2.10', '--iface=br0'],
+        null,
+      ],
+    ])(
+      '%s %j exits 1 with one line and leaves nothing behind',
+      async (json, flags, line) => {
+        await config(json)
+        if (line === null) {
+          // the only subnet is taken by another host: out of subnets
+          await etcd.etcdctl(
+            'put',
+            '/coreos.com/network/subnets/10.5.1.0-24',
+            '{"PublicIP":"192.0.2.99","PublicIPv6":null}',
+          )
+        }
+        const before = await leases()
+        const { out, exited } = agent('--ip-masq', ...flags)
+        expect(await exited).toBe(1)
+        expect(lastLine(out.stderr)).toBe(
+          line ?? 'Error registering network: failed to acquire lease: out of subnets',
+        )
+        expect(await leases()).toBe(before)
+        expect(flannelRules().filter((l) => l.startsWith('-A'))).toEqual([])
+        await expect(stat(join(dir, 'subnet.env'))).rejects.toThrow()
+      },
+      60_000,
+    )
+  },
+)
