@@ -7,4 +7,6 @@ export default defineConfig({
   clean: true,
   sourcemap: true,
   target: 'node20',
+  // import.meta.url locates the native addon, also in the CommonJS build.
+  shims: true,
 })

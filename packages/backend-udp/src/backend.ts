@@ -1,0 +1,182 @@
+import {
+  ConfigError,
+  InvalidArgumentError,
+  backendOption,
+  formatIp4,
+  isIp4,
+  silentLogger,
+  throwIfAborted,
+  type Backend,
+  type BackendContext,
+  type Lease,
+  type Logger,
+  type Network,
+  type NetworkConfig,
+  type RegisterOptions,
+} from '@flannel/core'
+import { NetlinkHostNetwork, isNetlinkError, type HostNetwork } from '@flannel/linux'
+import { UdpDatapath, type UdpLoopMode } from './datapath.js'
+import { UdpNetwork } from './network.js'
+
+/** flanneld's default UDP port of the udp backend. */
+export const DEFAULT_UDP_PORT = 8285
+
+/** IPv4 (20) + UDP (8): what encapsulation adds to every packet. */
+export const UDP_OVERHEAD = 28
+
+/** Options of {@link UdpBackend} (the flannel config's `Backend.Port` is read from the network config). */
+export interface UdpBackendOptions {
+  /** Where the address, MTU and route of the TUN are written; default a {@link NetlinkHostNetwork}. */
+  readonly host?: HostNetwork | undefined
+  /** Forwarding mode; default `offload` (falls back to `batch` where offloads are refused). */
+  readonly mode?: UdpLoopMode | undefined
+  /** Packets per `recvmmsg`/`sendmmsg`; default 64. */
+  readonly batchSize?: number | undefined
+  /**
+   * Drop datagrams whose sender is not a peer's `PublicIP:Port` and inner
+   * packets whose source is outside that peer's subnet; default true. Turn
+   * off only behind NAT, where peers' datagrams arrive from other addresses.
+   */
+  readonly verifySource?: boolean | undefined
+  /** TUN name or template; default `flannel%d` (the kernel picks `flannel0` when free). */
+  readonly device?: string | undefined
+}
+
+/**
+ * flannel's udp backend: a TUN device carrying the whole pod network, and a
+ * native loop that sends each packet read from it, unchanged, as the payload
+ * of a UDP datagram to the peer owning the destination subnet (and the other
+ * way round). Wire-compatible with flanneld's udp backend.
+ */
+export class UdpBackend implements Backend {
+  /** `udp`. */
+  readonly type = 'udp'
+  private readonly ctx: BackendContext
+  private readonly options: UdpBackendOptions
+  private readonly logger: Logger
+
+  constructor(ctx: BackendContext, options: UdpBackendOptions = {}) {
+    this.ctx = ctx
+    this.options = options
+    this.logger = (ctx.logger ?? silentLogger).child({ backend: 'udp' })
+  }
+
+  /**
+   * Acquires the lease (`PublicIP` only), creates the TUN with
+   * `<subnet>/32`, MTU = interface MTU - 28, brings it up, routes the whole
+   * network through it and binds the UDP socket. On failure everything is
+   * undone (the device closes) and the lease is released.
+   */
+  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    throwIfAborted(opts.signal)
+    const port = readPort(config)
+    const batchSize = this.options.batchSize ?? 64
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 1024) {
+      throw new InvalidArgumentError('batchSize', batchSize, 'expected an integer in 1..1024')
+    }
+    const ext = this.ctx.extIface
+    if (!config.enableIPv4 || !config.network) {
+      throw new ConfigError('the udp backend supports IPv4 only', 'EnableIPv4', config.enableIPv4)
+    }
+    if (!ext.ifaceAddr || !isIp4(ext.ifaceAddr)) {
+      throw new InvalidArgumentError(
+        'extIface.ifaceAddr',
+        ext.ifaceAddr,
+        'the udp backend needs the interface IPv4 address',
+      )
+    }
+    const mtu = ext.mtu - UDP_OVERHEAD
+    const host = this.options.host ?? new NetlinkHostNetwork({ logger: this.logger })
+
+    let lease: Lease
+    try {
+      lease = await this.ctx.registry.acquireLease(
+        { publicIP: ext.extAddr ?? ext.ifaceAddr },
+        { signal: opts.signal, previous: opts.previous },
+      )
+    } catch (error) {
+      if (opts.signal?.aborted) throw error
+      throw annotate(error, 'failed to acquire lease')
+    }
+
+    let datapath: UdpDatapath | undefined
+    try {
+      const tunAddr = formatIp4(lease.subnet.ip)
+      datapath = UdpDatapath.open({
+        device: this.options.device ?? 'flannel%d',
+        bindAddr: ext.ifaceAddr,
+        port,
+        tunAddr,
+        mtu,
+        mode: this.options.mode ?? 'offload',
+        batchSize,
+        verifySource: this.options.verifySource ?? true,
+      })
+      await configureTun(host, datapath.device, tunAddr, mtu, config.network.toString())
+      throwIfAborted(opts.signal)
+    } catch (error) {
+      datapath?.close()
+      if (this.options.host === undefined) await host.close().catch(() => undefined)
+      await this.ctx.registry.releaseLease(lease).catch(() => undefined)
+      throw error
+    }
+    this.logger.info(
+      { subnet: lease.subnet.toString(), device: datapath.device, mode: datapath.mode, port },
+      'udp network ready',
+    )
+    const ownHost = this.options.host === undefined
+    return new UdpNetwork({
+      lease,
+      mtu,
+      datapath,
+      logger: this.logger,
+      onClose: ownHost ? () => host.close() : undefined,
+    })
+  }
+}
+
+/** Creates a {@link UdpBackend} with default options (for backend lookup by Type). */
+export const createBackend = (ctx: BackendContext): Backend => new UdpBackend(ctx)
+
+function readPort(config: NetworkConfig): number {
+  const port = backendOption(config.backend, 'Port', 'number') ?? DEFAULT_UDP_PORT
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new ConfigError(
+      `invalid Backend.Port ${JSON.stringify(port)}: expected an integer in 1..65535`,
+      'Backend.Port',
+      port,
+    )
+  }
+  return port
+}
+
+/** Address `<subnet>/32`, MTU, up, and one route for the whole network (an existing one is kept). */
+async function configureTun(
+  host: HostNetwork,
+  device: string,
+  tunAddr: string,
+  mtu: number,
+  network: string,
+): Promise<void> {
+  const link = await host.getLink(device)
+  if (!link) throw new Error(`TUN device ${device} vanished after creation`)
+  await host.addAddress({
+    linkIndex: link.index,
+    family: 'inet',
+    address: tunAddr,
+    prefixLength: 32,
+  })
+  await host.setLinkMtu(link.index, mtu)
+  await host.setLinkUp(link.index, true)
+  try {
+    await host.addRoute({ family: 'inet', dst: network, linkIndex: link.index })
+  } catch (error) {
+    if (!(isNetlinkError(error) && error.errno === 'EEXIST')) throw error
+  }
+}
+
+function annotate(error: unknown, prefix: string): Error {
+  const message = error instanceof Error ? error.message : String(error)
+  const wrapped = new Error(`${prefix}: ${message}`, { cause: error })
+  return wrapped
+}
