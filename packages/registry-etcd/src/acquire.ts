@@ -98,7 +98,7 @@ export async function acquireEtcdLease(input: AcquireInput): Promise<Lease> {
   const { store, config, attrs, random, logger, signal } = input
   const value = encodeLeaseAttrs(attrs)
   for (let attempt = 0; attempt < RACE_ATTEMPTS; attempt++) {
-    let leases: StoredLease[] = (await store.list(signal)).leases
+    let leases: StoredLease[] = (await store.list(signal, { expirations: false })).leases
     const mine = leases.find((l) => l.lease.attrs.publicIP === attrs.publicIP)
     if (mine !== undefined) {
       const { subnet, ipv6Subnet } = mine.lease

@@ -89,31 +89,38 @@ export class EtcdStore {
     return res.kvs[0]?.value.toString()
   }
 
-  /** Every lease under `<prefix>/subnets/`; unparsable entries are logged and left out. */
-  async list(signal?: AbortSignal): Promise<LeaseListing> {
+  /**
+   * Every lease under `<prefix>/subnets/`; unparsable entries are logged and
+   * left out. With `expirations: false` no TTL is looked up (each lease then
+   * reads as expiring now): acquisition needs subnets and attributes only.
+   */
+  async list(signal?: AbortSignal, opts: { expirations?: boolean } = {}): Promise<LeaseListing> {
     const prefix = Buffer.from(this.settings.keys.subnets)
     const res = await this.retry('list leases', signal, (deadline) =>
       this.client.kv.range({ key: prefix, range_end: prefixEnd(prefix) }, { deadline }),
     )
-    const parsed = await this.parseAll(res.kvs, signal)
+    const parsed = await this.parseAll(res.kvs, signal, opts.expirations ?? true)
     const leases: StoredLease[] = []
     for (const [i, p] of parsed.entries()) {
       if (p.ok) leases.push(p.lease)
       else this.warnSkipped(res.kvs[i]!, p.reason)
     }
-    const live = new Set(leases.map((l) => l.etcdLease))
-    this.trimCache(live)
+    if (opts.expirations ?? true) this.trimCache(new Set(leases.map((l) => l.etcdLease)))
     return { leases, revision: res.header.revision }
   }
 
   /** Turns key/values into leases, looking TTLs up at most a few at a time. */
-  async parseAll(kvs: readonly IKeyValue[], signal?: AbortSignal): Promise<Parsed[]> {
+  async parseAll(
+    kvs: readonly IKeyValue[],
+    signal?: AbortSignal,
+    expirations = true,
+  ): Promise<Parsed[]> {
     const out: Parsed[] = new Array<Parsed>(kvs.length)
     let next = 0
     const worker = async (): Promise<void> => {
       while (next < kvs.length) {
         const i = next++
-        out[i] = await this.parse(kvs[i]!, signal)
+        out[i] = await this.parse(kvs[i]!, signal, expirations)
       }
     }
     await Promise.all(Array.from({ length: Math.min(TTL_LOOKUP_CONCURRENCY, kvs.length) }, worker))
@@ -121,7 +128,7 @@ export class EtcdStore {
   }
 
   /** Turns one key/value into a lease (spec: core.md sections 3 and 4.1). */
-  async parse(kv: IKeyValue, signal?: AbortSignal): Promise<Parsed> {
+  async parse(kv: IKeyValue, signal?: AbortSignal, expirations = true): Promise<Parsed> {
     const key = kv.key.toString()
     const name = this.settings.keys.subnetKeyOf(key)
     if (name === undefined) return { ok: false, reason: 'not a lease key' }
@@ -138,7 +145,9 @@ export class EtcdStore {
     } catch (err) {
       return { ok: false, reason: (err as Error).message }
     }
-    const expiration = new Date(await this.expirationOf(kv.lease, signal))
+    const expiration = new Date(
+      expirations ? await this.expirationOf(kv.lease, signal) : this.now(),
+    )
     const lease: Lease = {
       subnet: subnets.subnet,
       ...(subnets.ipv6Subnet === undefined ? {} : { ipv6Subnet: subnets.ipv6Subnet }),
