@@ -15,12 +15,13 @@ import {
 } from '@flannel/core'
 import {
   etcdMissingReason,
+  etcdctlMissingReason,
   generateTestCertificates,
   startEtcd,
   type EtcdServer,
 } from '@flannel/testkit/etcd'
 import type { Etcd3 } from 'etcd3'
-import { EtcdRegistry, type EtcdRegistryOptions } from '@flannel/registry-etcd'
+import { EtcdRegistry, EtcdRequestError, type EtcdRegistryOptions } from '@flannel/registry-etcd'
 
 const missing = etcdMissingReason()
 if (missing) console.warn(`EtcdRegistry integration tests skipped: ${missing}`)
@@ -494,3 +495,45 @@ describeEtcd(`EtcdRegistry over TLS${missing ? ` (skipped: ${missing})` : ''}`, 
     }
   })
 })
+
+const authMissing = missing ?? etcdctlMissingReason()
+describe.skipIf(authMissing !== undefined)(
+  `EtcdRegistry with etcd authentication${authMissing ? ` (skipped: ${authMissing})` : ''}`,
+  () => {
+    it('authenticates with username and password; a wrong password is a typed error', async () => {
+      const etcd = await startEtcd()
+      try {
+        await etcd.etcdctl('user', 'add', 'root:rootpw')
+        await etcd.etcdctl('user', 'grant-role', 'root', 'root')
+        await etcd.etcdctl('auth', 'enable')
+        await etcd.etcdctl('--user=root:rootpw', 'put', '/auth/network/config', CONFIG)
+        const r = new EtcdRegistry({
+          endpoints: etcd.endpoints,
+          prefix: '/auth/network',
+          auth: { username: 'root', password: 'rootpw' },
+        })
+        const lease = await r.acquireLease({ publicIP: '192.0.2.55' })
+        const stored = await etcd.etcdctl(
+          '--user=root:rootpw',
+          'get',
+          '--print-value-only',
+          `/auth/network/subnets/${lease.subnet.toKey()}`,
+        )
+        expect(stored.trim()).toBe('{"PublicIP":"192.0.2.55","PublicIPv6":null}')
+        await r.close()
+        const wrong = new EtcdRegistry({
+          endpoints: etcd.endpoints,
+          prefix: '/auth/network',
+          auth: { username: 'root', password: 'nope' },
+          requestTimeoutMs: 2000,
+        })
+        const err = await wrong.getNetworkConfig().catch((e: unknown) => e)
+        expect(err).toBeInstanceOf(EtcdRequestError)
+        expect((err as Error).message).not.toContain('nope')
+        await wrong.close()
+      } finally {
+        await etcd.stop()
+      }
+    })
+  },
+)
