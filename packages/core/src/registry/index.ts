@@ -1,1 +1,10 @@
 export type { AcquireOptions, CallOptions, SubnetRegistry } from './types.js'
+export {
+  ALLOCATION_CANDIDATES,
+  chooseSubnet,
+  freeIpv6Subnets,
+  freeSubnets,
+  isCompatible,
+} from './allocate.js'
+export type { AllocationDecision } from './allocate.js'
+export { diffLeases, leaseKey, leaseMap, sameLeaseValue } from './reconcile.js'
