@@ -83,6 +83,7 @@ export async function startAgentCommand(
   const stopper = new AbortController()
   let subscription: Subscription | undefined
   let ownRegistry: SubnetRegistry | undefined
+  let stopRuleCheck: (() => void) | undefined
 
   const run = async (): Promise<AgentCommandResult> => {
     if (options.kubeSubnetMgr) {
@@ -111,7 +112,10 @@ export async function startAgentCommand(
       renewMarginMs: options.subnetLeaseRenewMargin * 60_000,
       logger,
       timers: deps.timers,
-      prepare: deps.hostRules === false ? undefined : (ctx) => installRules(ctx, options, logger),
+      prepare:
+        deps.hostRules === false
+          ? undefined
+          : (ctx) => installRules(ctx, options, logger, (fn) => (stopRuleCheck = fn)),
     })
     let registered = false
     return new Promise<AgentCommandResult>((resolve) => {
@@ -151,6 +155,7 @@ export async function startAgentCommand(
     })
     .then(async (result) => {
       subscription?.unsubscribe()
+      stopRuleCheck?.()
       await health?.close()
       await ownRegistry?.close().catch(() => undefined)
       logger.info({ code: result.code }, 'exiting')
@@ -226,11 +231,17 @@ async function selectInterface(
   })
 }
 
-/** Installs flanneld's masquerade/forward rules; the returned undo removes them (failed start only). */
+/**
+ * Installs flanneld's masquerade/forward rules and checks them every
+ * `--iptables-resync` seconds (iptables mode), until `onCheckStarted`'s
+ * function is called; the rules themselves stay when the command stops. The
+ * returned undo (failed start only) removes them.
+ */
 async function installRules(
   ctx: PrepareContext,
   options: AgentCommandOptions,
   logger: Logger,
+  onCheckStarted: (stop: () => void) => void,
 ): Promise<() => Promise<void>> {
   const { HostRules } = await import('@flannel/linux')
   const { config, network } = ctx
@@ -243,11 +254,26 @@ async function installRules(
     forwardRules: options.iptablesForwardRules,
     fullyRandom: options.ipMasqFullyRandomDisable ? false : undefined,
     nftables: config.enableNFTables,
-    resyncIntervalMs: options.iptablesResync * 1000,
+    // The check runs here rather than inside HostRules so that a clean stop
+    // can end it while keeping the rules (HostRules.stop removes them).
+    resyncIntervalMs: 0,
     logger,
   })
   await rules.start()
-  return () => rules.stop()
+  let timer: NodeJS.Timeout | undefined
+  if (!config.enableNFTables && options.iptablesResync > 0) {
+    timer = setInterval(() => {
+      rules.check().then(
+        (repaired) => repaired && logger.info({}, 'flannel iptables rules repaired'),
+        (error: unknown) => logger.warn({ err: error }, 'checking the iptables rules failed'),
+      )
+    }, options.iptablesResync * 1000)
+    onCheckStarted(() => clearInterval(timer))
+  }
+  return async () => {
+    clearInterval(timer)
+    await rules.stop()
+  }
 }
 
 /** The etcd registry for the `--etcd-*` flags (TLS only when key and cert are both given). */

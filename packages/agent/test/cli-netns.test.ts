@@ -114,7 +114,12 @@ describe.skipIf(reason)(
 
     it('starts, installs the rules, becomes ready; SIGTERM exits 0 keeping lease and subnet.env', async () => {
       await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
-      const { exited } = agent('--ip-masq', '--healthz-ip=127.0.0.1', '--healthz-port=18471')
+      const { exited } = agent(
+        '--ip-masq',
+        '--iptables-resync=1',
+        '--healthz-ip=127.0.0.1',
+        '--healthz-port=18471',
+      )
       for (let i = 0; i < 300 && (await readyz(18471)) !== 200; i++)
         await new Promise((r) => setTimeout(r, 50))
       expect(await readyz(18471)).toBe(200)
@@ -128,6 +133,15 @@ describe.skipIf(reason)(
       expect(flannelRules()).toContain(
         '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
       )
+      // a flushed chain comes back by the next --iptables-resync check
+      inNs('iptables', '-t', 'filter', '-F', 'FLANNEL-FWD')
+      const accept =
+        '-A FLANNEL-FWD -s 10.5.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT'
+      expect(flannelRules()).not.toContain(accept)
+      for (let i = 0; i < 100 && !flannelRules().includes(accept); i++) {
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      expect(flannelRules()).toContain(accept)
       const metrics = inNs('curl', '-s', 'http://127.0.0.1:18471/metrics')
       expect(metrics).toContain('flannel_leases_known 0')
       child!.kill('SIGTERM')
