@@ -8,3 +8,5 @@ export {
 } from './allocate.js'
 export type { AllocationDecision } from './allocate.js'
 export { diffLeases, leaseKey, leaseMap, sameLeaseValue } from './reconcile.js'
+export { DEFAULT_LEASE_TTL_MS, MemoryRegistry, NEVER_EXPIRES } from './memory.js'
+export type { MemoryRegistryOptions } from './memory.js'
