@@ -1,10 +1,16 @@
 import { Observable } from 'rxjs'
-import { AbortError, isFlannelError, type LeaseEvent, type Logger } from '@flannel/core'
+import {
+  AbortError,
+  diffLeases,
+  isFlannelError,
+  type Lease,
+  type LeaseEvent,
+  type Logger,
+} from '@flannel/core'
 import type { IWatchResponse, Watcher } from 'etcd3'
 import type { KeyLayout } from './keys.js'
 import { backoffDelay, sleep } from './retry.js'
-import type { EtcdStore, StoredLease } from './store.js'
-import { snapshotDifferences } from './reconcile.js'
+import type { EtcdStore } from './store.js'
 
 /** Resync backoff after a lost watch (flanneld: 100 ms doubling, capped at 5 s). */
 const RESYNC_INITIAL_MS = 100
@@ -59,7 +65,7 @@ type WatchEnd = 'aborted' | 'lost'
 
 class LeaseWatch {
   /** Leases as last delivered to the subscriber, by subnet key. */
-  private known = new Map<string, StoredLease>()
+  private known = new Map<string, Lease>()
   private readonly logger: Logger
 
   constructor(
@@ -78,10 +84,10 @@ class LeaseWatch {
       let revision: string
       try {
         const listing = await this.store.list(this.signal)
-        const next = new Map(listing.leases.map((l) => [l.name, l]))
+        const next = new Map(listing.leases.map((l) => [l.name, l.lease]))
         const batch: LeaseEvent[] = first
           ? listing.leases.map((l) => ({ type: 'added', lease: l.lease }))
-          : snapshotDifferences(this.known, next)
+          : diffLeases(this.known, next)
         this.known = next
         revision = listing.revision
         if (this.signal.aborted) return
@@ -169,7 +175,7 @@ class LeaseWatch {
           this.store.warnSkipped(event.kv, parsed.reason)
           continue
         }
-        this.known.set(name, parsed.lease)
+        this.known.set(name, parsed.lease.lease)
         batch.push({ type: 'added', lease: parsed.lease.lease })
       } else if (event.type === 'Delete') {
         const cached = this.known.get(name)
@@ -178,7 +184,7 @@ class LeaseWatch {
           continue
         }
         this.known.delete(name)
-        batch.push({ type: 'removed', lease: cached.lease })
+        batch.push({ type: 'removed', lease: cached })
       }
     }
     if (batch.length > 0 && !this.signal.aborted) this.emit(batch)

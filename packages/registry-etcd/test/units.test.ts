@@ -1,12 +1,9 @@
 import { describe, expect, it } from 'vitest'
-import { InvalidArgumentError, Ip4Net, decodeLeaseAttrs, parseNetworkConfig } from '@flannel/core'
+import { InvalidArgumentError } from '@flannel/core'
 import { EtcdRegistry } from '@flannel/registry-etcd'
 import { keyLayout } from '../src/keys.js'
 import { backoffDelay } from '../src/retry.js'
-import { snapshotDifferences } from '../src/reconcile.js'
-import { isCompatible } from '../src/acquire.js'
 import { resolveOptions } from '../src/options.js'
-import type { StoredLease } from '../src/store.js'
 
 describe('key layout', () => {
   it('joins like a path: duplicate and trailing slashes disappear', () => {
@@ -74,57 +71,5 @@ describe('backoff', () => {
     expect(backoffDelay(3, () => 0)).toBe(200)
     expect(backoffDelay(20, () => 0.999)).toBeLessThanOrEqual(2000)
     expect(backoffDelay(20, () => 0)).toBe(1000)
-  })
-})
-
-function stored(name: string, value: string): StoredLease {
-  return {
-    name,
-    value,
-    etcdLease: '1',
-    modRevision: '1',
-    lease: {
-      subnet: Ip4Net.parse(name.replace('-', '/')),
-      attrs: decodeLeaseAttrs(value),
-      expiration: new Date(0),
-    },
-  }
-}
-
-describe('snapshot differences', () => {
-  it('emits added for new or changed leases, removed with cached attrs, nothing for unchanged', () => {
-    const a = stored('10.0.1.0-24', '{"PublicIP":"192.0.2.1"}')
-    const b = stored('10.0.2.0-24', '{"PublicIP":"192.0.2.2"}')
-    const b2 = stored('10.0.2.0-24', '{"PublicIP":"192.0.2.22"}')
-    const c = stored('10.0.3.0-24', '{"PublicIP":"192.0.2.3"}')
-    const known = new Map([
-      [a.name, a],
-      [b.name, b],
-    ])
-    const next = new Map([
-      [b2.name, b2],
-      [c.name, c],
-    ])
-    const events = snapshotDifferences(known, next)
-    expect(events.map((e) => [e.type, e.lease.subnet.toString(), e.lease.attrs.publicIP])).toEqual([
-      ['removed', '10.0.1.0/24', '192.0.2.1'],
-      ['added', '10.0.2.0/24', '192.0.2.22'],
-      ['added', '10.0.3.0/24', '192.0.2.3'],
-    ])
-    expect(snapshotDifferences(next, next)).toEqual([])
-  })
-})
-
-describe('compatibility with the config', () => {
-  it('accepts only subnets of SubnetLen inside SubnetMin..SubnetMax', () => {
-    const config = parseNetworkConfig({
-      Network: '10.3.0.0/16',
-      SubnetMin: '10.3.1.0',
-      SubnetMax: '10.3.25.0',
-    })
-    expect(isCompatible(config, Ip4Net.parse('10.3.6.0/24'))).toBe(true)
-    expect(isCompatible(config, Ip4Net.parse('10.3.31.0/24'))).toBe(false)
-    expect(isCompatible(config, Ip4Net.parse('10.3.6.0/25'))).toBe(false)
-    expect(isCompatible(config, Ip4Net.parse('10.4.1.0/24'))).toBe(false)
   })
 })
