@@ -11,9 +11,10 @@ import {
 import type { Ip4Net } from '../ip/ip4.js'
 import type { Ip6Net } from '../ip/ip6.js'
 import { encodeLeaseAttrs } from '../lease/codec.js'
+import { subnetKey } from '../lease/key.js'
 import type { Lease, LeaseAttrs, LeaseEvent } from '../lease/types.js'
 import { silentLogger, type Logger } from '../logger.js'
-import { chooseSubnet } from './allocate.js'
+import { acquireFromStore, type LeaseStore } from './acquire.js'
 import { leaseKey } from './reconcile.js'
 import type { AcquireOptions, CallOptions, SubnetRegistry } from './types.js'
 
@@ -103,28 +104,36 @@ export class MemoryRegistry implements SubnetRegistry {
    * @throws InvalidArgumentError when `attrs.publicIP` is not an IPv4 address.
    * @throws AbortError when `opts.signal` is aborted.
    */
-  acquireLease(attrs: LeaseAttrs, opts: AcquireOptions = {}): Promise<Lease> {
-    return this.call(opts, () => {
-      encodeLeaseAttrs(attrs) // validates the addresses
-      const leases = [...this.entries.values()].map((e) => e.lease)
-      const decision = chooseSubnet(this.config, leases, attrs, opts.previous, this.random)
-      if (decision.kind === 'reuse') {
-        const entry = this.entries.get(leaseKey(decision.lease))!
-        return this.write(
-          decision.lease.subnet,
-          decision.lease.ipv6Subnet,
-          attrs,
-          entry.expiresAt === undefined,
-        )
-      }
-      if (decision.stale !== undefined) this.delete(leaseKey(decision.stale))
-      const lease = this.write(decision.subnet, decision.ipv6Subnet, attrs, false)
-      this.logger.info(
-        { subnet: lease.subnet.toString(), source: decision.source },
-        'lease acquired',
-      )
-      return lease
+  async acquireLease(attrs: LeaseAttrs, opts: AcquireOptions = {}): Promise<Lease> {
+    await this.call(opts, () => encodeLeaseAttrs(attrs)) // validates the addresses
+    const { lease, source } = await acquireFromStore(this.store, {
+      config: this.config,
+      attrs,
+      previous: opts.previous,
+      random: this.random,
+      signal: opts.signal,
+      // Races here are between calls of this process; retrying is cheap.
+      attempts: 100,
     })
+    this.logger.info({ subnet: lease.subnet.toString(), source }, 'lease acquired')
+    return lease
+  }
+
+  /** The store operations {@link acquireFromStore} runs on; each one is atomic here. */
+  private readonly store: LeaseStore = {
+    list: (signal) => this.call({ signal }, () => [...this.entries.values()].map((e) => e.lease)),
+    create: (subnet, ipv6Subnet, attrs, signal) =>
+      this.call({ signal }, () => {
+        const key = subnetKey(subnet, ipv6Subnet)
+        return this.entries.has(key) ? undefined : this.write(subnet, ipv6Subnet, attrs, false)
+      }),
+    update: (lease, attrs, signal) =>
+      this.call({ signal }, () => {
+        // A reservation stays one when its host takes it.
+        const reserved = this.entries.get(leaseKey(lease))?.expiresAt === undefined
+        return this.write(lease.subnet, lease.ipv6Subnet, attrs, reserved)
+      }),
+    remove: (lease, signal) => this.call({ signal }, () => this.delete(leaseKey(lease))),
   }
 
   /**
