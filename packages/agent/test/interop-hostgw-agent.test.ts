@@ -23,7 +23,7 @@ import {
   type InteropEtcd,
 } from '@flannel/testkit/flanneld'
 import { RemoteHostNetwork } from '../../linux/test/helpers/netns.js'
-import { HostGwBackend } from '../src/index.js'
+import { HostGwBackend } from '@flannel/backend-hostgw'
 
 const skipReason = interopSkipReason()
 if (skipReason) console.warn(`interop-hostgw-agent: skipped: ${skipReason}`)
