@@ -12,6 +12,7 @@ import {
   SubnetExhaustedError,
   isFlannelError,
   type LeaseEvent,
+  type Logger,
 } from '@flannel/core'
 import {
   etcdMissingReason,
@@ -396,6 +397,17 @@ describeEtcd(`EtcdRegistry watch recovery${missing ? ` (skipped: ${missing})` : 
   })
 
   it('outage: calls fail typed after the timeout, watch stays silent, then resumes with only real changes', async () => {
+    let attempts = 0
+    const counting: Logger = {
+      trace: () => undefined,
+      debug: (...args: unknown[]) => {
+        if (args.includes('etcd request failed, retrying')) attempts++
+      },
+      info: () => undefined,
+      warn: () => undefined,
+      error: () => undefined,
+      child: () => counting,
+    }
     const etcd = await startEtcd()
     const raw = etcd.connect()
     const prefix = '/outage/network'
@@ -405,6 +417,7 @@ describeEtcd(`EtcdRegistry watch recovery${missing ? ` (skipped: ${missing})` : 
       prefix,
       requestTimeoutMs: 1000,
       dialTimeoutMs: 500,
+      logger: counting,
     })
     const peer = new EtcdRegistry({ endpoints: etcd.endpoints, prefix })
     try {
@@ -413,12 +426,22 @@ describeEtcd(`EtcdRegistry watch recovery${missing ? ` (skipped: ${missing})` : 
       const { batches, sub } = collect(r)
       try {
         await until(() => batches[0]?.length === 2, 'snapshot')
+        // frozen etcd: the call runs into its deadline
+        etcd.pause()
+        const frozen = await r.getNetworkConfig().catch((e: unknown) => e)
+        expect(frozen).toBeInstanceOf(RegistryUnavailableError)
+        etcd.resume()
+        // etcd gone for 10 s: calls fail typed, the watch stays silent
+        const downAt = Date.now()
         await etcd.kill()
         const err = await r.renewLease(own).catch((e: unknown) => e)
         expect(err).toBeInstanceOf(RegistryUnavailableError)
         expect(isFlannelError(err, 'REGISTRY_UNAVAILABLE')).toBe(true)
-        await new Promise((res) => setTimeout(res, 2000))
+        await new Promise((res) => setTimeout(res, Math.max(0, 10_000 - (Date.now() - downAt))))
         expect(batches).toHaveLength(1) // nothing invented during the outage
+        // backoff, not a hot loop: a few dozen retries in 10 s (a hot loop makes thousands)
+        expect(attempts).toBeGreaterThan(0)
+        expect(attempts).toBeLessThan(300)
         await etcd.restart()
         const renewed = await r.renewLease(own)
         expect(renewed.expiration.getTime()).toBeGreaterThan(Date.now() + 86_000_000)
