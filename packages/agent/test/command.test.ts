@@ -2,7 +2,12 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { silentLogger, type ExternalInterface } from '@flannel/core'
+import {
+  MemoryRegistry,
+  silentLogger,
+  type ExternalInterface,
+  type SubnetRegistry,
+} from '@flannel/core'
 import { createBackend as alloc } from '@flannel/backend-alloc'
 import { optionsFromFlags, startAgentCommand, type AgentCommand } from '@flannel/agent'
 import { FakeRegistry, FakeTimers } from '../../core/test/agent-fakes.js'
@@ -68,6 +73,32 @@ describe('flannel-agent command in-process (alloc backend)', () => {
       expect(metrics).toContain(`# TYPE ${name}`)
     }
     expect((await fetch(`${url}/nope`)).status).toBe(404)
+  })
+
+  it('on MemoryRegistry: ready over HTTP, subnet.env written, stop keeps the lease', async () => {
+    const timers = new FakeTimers()
+    const registry = new MemoryRegistry('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}', {
+      clock: () => timers.now(),
+    })
+    try {
+      command = await startAgentCommandOnFreePort(registry, timers)
+      await until(async () => (await fetch(`${command!.healthUrl}/readyz`)).status === 200)
+      const env = await readFile(join(dir, 'subnet.env'), 'utf8')
+      expect(env).toMatch(/^FLANNEL_NETWORK=10\.5\.0\.0\/16\nFLANNEL_SUBNET=10\.5\.\d+\.1\/24\n/)
+      const metrics = await (await fetch(`${command.healthUrl}/metrics`)).text()
+      expect(metrics).toContain('flannel_lease_renewals_total{result="ok"} 0')
+      command.stop()
+      expect(await command.done).toEqual({ code: 0 })
+      const { lease } = await new Promise<{ lease: unknown }>((resolve) => {
+        const sub = registry.watchLeases().subscribe((batch) => {
+          resolve({ lease: batch[0]?.lease })
+          queueMicrotask(() => sub.unsubscribe())
+        })
+      })
+      expect(lease).toBeDefined()
+    } finally {
+      await registry.close()
+    }
   })
 
   it('counts renewals in /metrics', async () => {
@@ -157,7 +188,7 @@ describe('flannel-agent command in-process (alloc backend)', () => {
 })
 
 async function startAgentCommandOnFreePort(
-  registry: FakeRegistry,
+  registry: SubnetRegistry,
   timers: FakeTimers,
   extra: string[] = [],
 ): Promise<AgentCommand> {
