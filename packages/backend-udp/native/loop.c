@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "packet.h"
 #include "offload.h"
@@ -97,10 +98,13 @@ static int wait_readable(loop_t *l, int fd) {
   }
 }
 
-/* Writes one packet into the TUN; retries while the write would block, like flanneld. */
-static void tun_write(loop_t *l, const void *buf, size_t len) {
+/* Writes one packet into the TUN (after a zero virtio header when the TUN
+ * has one); retries while the write would block, like flanneld. */
+static void tun_write_iov(loop_t *l, const void *buf, size_t len, int with_vnet) {
+  static const uint8_t zero_vnet[16];
+  struct iovec iov[2] = {{.iov_base = (void *)zero_vnet, .iov_len = 10}, {.iov_base = (void *)buf, .iov_len = len}};
   for (;;) {
-    ssize_t n = write(l->cfg.tun_fd, buf, len);
+    ssize_t n = with_vnet ? writev(l->cfg.tun_fd, iov, 2) : write(l->cfg.tun_fd, buf, len);
     if (n >= 0) return;
     if (errno == EINTR) continue;
     if (errno == EAGAIN && !stopping(l)) {
@@ -112,6 +116,8 @@ static void tun_write(loop_t *l, const void *buf, size_t len) {
     return;
   }
 }
+
+static void tun_write(loop_t *l, const void *buf, size_t len) { tun_write_iov(l, buf, len, l->cfg.vnet_hdr); }
 
 /* TUN -> UDP for one packet: route, ICMP for unknown destinations, TTL.
  * Returns the peer to send to, or NULL when the packet is consumed here. */
@@ -418,7 +424,7 @@ int loop_sock_fd(loop_t *l) { return l->sock_fd; }
 const loop_config_t *loop_config(loop_t *l) { return &l->cfg; }
 int loop_wait_readable(loop_t *l, int fd) { return wait_readable(l, fd); }
 int loop_stopping(loop_t *l) { return stopping(l); }
-void loop_tun_write(loop_t *l, const void *buf, size_t len) { tun_write(l, buf, len); }
+void loop_tun_write_raw(loop_t *l, const void *buf, size_t len) { tun_write_iov(l, buf, len, 0); }
 const peer_t *loop_outbound(loop_t *l, peer_view_t *v, uint8_t *pkt, size_t len) {
   return outbound(l, v, pkt, len);
 }

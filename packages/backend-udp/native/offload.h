@@ -22,7 +22,8 @@ int loop_sock_fd(loop_t *l);
 const loop_config_t *loop_config(loop_t *l);
 int loop_wait_readable(loop_t *l, int fd);
 int loop_stopping(loop_t *l);
-void loop_tun_write(loop_t *l, const void *buf, size_t len);
+/* Writes buf as is (it already starts with the virtio header). */
+void loop_tun_write_raw(loop_t *l, const void *buf, size_t len);
 const peer_t *loop_outbound(loop_t *l, peer_view_t *v, uint8_t *pkt, size_t len);
 int loop_inbound(loop_t *l, peer_view_t *v, const struct sockaddr_in *from, uint8_t *pkt, size_t len);
 void loop_send_all(loop_t *l, struct mmsghdr *msgs, int count);
