@@ -23,6 +23,7 @@ import {
   type LeaseEvent,
   type SubnetRegistry,
 } from '@flannel/core'
+import { defineMoreCases } from './more-cases.js'
 
 /** What the suite needs from a registry under test, made fresh per test case. */
 export interface RegistryUnderTest {
@@ -135,6 +136,7 @@ export function describeRegistryConformance(name: string, setup: RegistrySetup):
     defineLifecycleCases(make, watch)
     defineWatchCases(make, watch)
     defineExpiryCases(make, watch)
+    defineMoreCases(make)
   })
 }
 
