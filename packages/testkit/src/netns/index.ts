@@ -366,3 +366,12 @@ export async function waitUntil<T>(
     await new Promise((r) => setTimeout(r, intervalMs))
   }
 }
+
+export {
+  AGENT_CLI,
+  parseEnvFile,
+  startCluster,
+  type Cluster,
+  type ClusterAgent,
+  type ClusterOptions,
+} from './cluster.js'

@@ -1,0 +1,306 @@
+/**
+ * Three hosts as network namespaces, etcd in the switch namespace, one
+ * `flannel-agent` process per host started with flanneld's flags, for the
+ * vxlan, host-gw and alloc backends: leases in etcd, subnet.env, pings
+ * between the hosts' pod addresses, a leaving host's entries removed on the
+ * others, and hand-deleted kernel state repaired.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { etcdMissingReason } from '@flannel/testkit/etcd'
+import {
+  netnsSkipReason,
+  readFdb,
+  readLinks,
+  readNeighbours,
+  readRoutes,
+  startCluster,
+  sweepStaleNamespaces,
+  waitUntil,
+  type Cluster,
+} from '@flannel/testkit/netns'
+
+const skip = (await netnsSkipReason()) ?? etcdMissingReason()
+if (skip) console.warn(`multi-host e2e skipped: ${skip}`)
+else await sweepStaleNamespaces()
+
+const NETWORK = '10.244.0.0/16'
+
+/** The first address of a subnet (`10.244.3.0/24` -> `10.244.3.1`). */
+function podAddress(subnet: string): string {
+  const [a, b, c] = subnet.split('/')[0]!.split('.')
+  return `${a}.${b}.${c}.1`
+}
+
+async function bringUp(cluster: Cluster): Promise<string[]> {
+  cluster.topology.hosts.forEach((_, i) => cluster.startAgent(i))
+  const subnets: string[] = []
+  for (let i = 0; i < cluster.topology.hosts.length; i++) {
+    // FLANNEL_SUBNET is the subnet's first address with its prefix (`10.244.7.1/24`).
+    const env = await cluster.waitForSubnetEnv(i)
+    const [addr, len] = env.FLANNEL_SUBNET!.split('/')
+    subnets.push(`${addr!.replace(/\.\d+$/, '.0')}/${len}`)
+  }
+  return subnets
+}
+
+async function pingMatrix(cluster: Cluster, subnets: readonly string[]): Promise<string[]> {
+  const failures: string[] = []
+  const hosts = cluster.topology.hosts
+  await Promise.all(
+    hosts.map(async (from, i) => {
+      for (let j = 0; j < hosts.length; j++) {
+        if (i === j) continue
+        const src = podAddress(subnets[i]!)
+        const dst = podAddress(subnets[j]!)
+        const ok = await waitUntil(
+          () =>
+            from.exec('ping', ['-c1', '-W1', '-I', src, dst]).then((o) => o.includes('1 received')),
+          8000,
+          100,
+        )
+        if (!ok) failures.push(`${src} -> ${dst}`)
+      }
+    }),
+  )
+  return failures
+}
+
+describe.skipIf(skip !== undefined)(
+  `multi-host e2e: vxlan${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    let cluster: Cluster | undefined
+    let subnets: string[] = []
+
+    beforeAll(async () => {
+      cluster = await startCluster({
+        config: JSON.stringify({ Network: NETWORK, Backend: { Type: 'vxlan' } }),
+      })
+      subnets = await bringUp(cluster)
+      for (const [i, host] of cluster.topology.hosts.entries()) {
+        await host.addPodAddress(`${podAddress(subnets[i]!)}/24`)
+      }
+    }, 60_000)
+    afterAll(async () => {
+      await cluster?.destroy()
+    }, 30_000)
+
+    it('writes three vxlan leases to etcd and a subnet.env per host', async () => {
+      const leases = await cluster!.leases()
+      expect(leases).toHaveLength(3)
+      for (const [i, host] of cluster!.topology.hosts.entries()) {
+        const lease = leases.find((l) => l.key.endsWith(subnets[i]!.replace('/', '-')))
+        expect(lease, `lease of ${host.ns}`).toBeDefined()
+        expect(lease!.value).toMatch(
+          new RegExp(
+            `^\\{"PublicIP":"${host.underlayIp.replace(/\./g, '\\.')}","PublicIPv6":null,"BackendType":"vxlan","BackendData":\\{"VNI":1,"VtepMAC":"([0-9a-f]{2}:){5}[0-9a-f]{2}"\\}\\}$`,
+          ),
+        )
+      }
+      expect(new Set(subnets).size).toBe(3)
+    })
+
+    it('programs flannel.1 and one neighbour, FDB entry and onlink route per peer (interop checks 17-18)', async () => {
+      const hosts = cluster!.topology.hosts
+      const macs = await Promise.all(
+        hosts.map(async (h) => (await readLinks(h.ns, 'flannel.1'))[0]!.address!),
+      )
+      for (const [i, host] of hosts.entries()) {
+        const [dev] = await readLinks(host.ns, 'flannel.1')
+        expect(dev!.mtu).toBe(1450)
+        expect(dev!.linkinfo?.info_data).toMatchObject({
+          id: 1,
+          port: 8472,
+          learning: false,
+          local: host.underlayIp,
+        })
+        const peers = hosts.map((h, j) => ({ h, j })).filter(({ j }) => j !== i)
+        const neigh = await waitUntil(async () => {
+          const n = await readNeighbours(host.ns, 'flannel.1')
+          return n.length === 2 ? n : undefined
+        })
+        expect(neigh.map((n) => `${n.dst} ${n.lladdr} ${n.state?.join(',')}`).sort()).toEqual(
+          peers.map(({ j }) => `${subnets[j]!.split('/')[0]} ${macs[j]} PERMANENT`).sort(),
+        )
+        const fdb = await readFdb(host.ns, 'flannel.1')
+        expect(fdb.map((e) => `${e.mac} ${e.dst} ${e.flags?.join(',')} ${e.state}`).sort()).toEqual(
+          peers.map(({ h, j }) => `${macs[j]} ${h.underlayIp} self permanent`).sort(),
+        )
+        const routes = await readRoutes(host.ns, { dev: 'flannel.1' })
+        expect(routes.map((r) => `${r.dst} via ${r.gateway} ${r.flags?.join(',')}`).sort()).toEqual(
+          peers.map(({ j }) => `${subnets[j]} via ${subnets[j]!.split('/')[0]} onlink`).sort(),
+        )
+      }
+    })
+
+    it('carries pings between every pair of pod addresses', async () => {
+      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+    })
+
+    it('restores a route, a neighbour and an FDB entry deleted by hand', async () => {
+      const h1 = cluster!.topology.hosts[0]!
+      const peer = subnets[1]!
+      const gw = peer.split('/')[0]!
+      await h1.exec('ip', ['route', 'del', peer])
+      await h1.exec('ip', ['neigh', 'del', gw, 'dev', 'flannel.1'])
+      const restored = await waitUntil(async () => {
+        const r = await readRoutes(h1.ns, { dev: 'flannel.1' })
+        const n = await readNeighbours(h1.ns, 'flannel.1')
+        return r.some((x) => x.dst === peer) && n.some((x) => x.dst === gw)
+      }, 5000)
+      expect(restored).toBe(true)
+      const [fdb] = await readFdb(h1.ns, 'flannel.1')
+      await h1.exec('bridge', [
+        'fdb',
+        'del',
+        fdb!.mac,
+        'dev',
+        'flannel.1',
+        'dst',
+        fdb!.dst!,
+        'self',
+      ])
+      const back = await waitUntil(
+        async () => (await readFdb(h1.ns, 'flannel.1')).length === 2,
+        5000,
+      )
+      expect(back).toBe(true)
+    })
+
+    it('recreates a deleted flannel.1 with its MAC and entries, and traffic resumes', async () => {
+      const h2 = cluster!.topology.hosts[1]!
+      const [before] = await readLinks(h2.ns, 'flannel.1')
+      await h2.exec('ip', ['link', 'del', 'flannel.1'])
+      const after = await waitUntil(async () => {
+        const r = await readRoutes(h2.ns, { dev: 'flannel.1' }).catch(() => [])
+        return r.length === 2 ? (await readLinks(h2.ns, 'flannel.1'))[0] : undefined
+      }, 8000)
+      expect(after?.address).toBe(before!.address)
+      expect(after?.ifindex).not.toBe(before!.ifindex)
+      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+    })
+
+    it('removes a leaving host from the others when its lease is deleted', async () => {
+      await cluster!.stopAgent(2)
+      const leaving = subnets[2]!
+      await cluster!.etcd.etcdctl(
+        'del',
+        `${cluster!.etcdPrefix}/subnets/${leaving.replace('/', '-')}`,
+      )
+      for (const host of cluster!.topology.hosts.slice(0, 2)) {
+        const gone = await waitUntil(async () => {
+          const r = await readRoutes(host.ns, { dev: 'flannel.1' })
+          const n = await readNeighbours(host.ns, 'flannel.1')
+          const f = await readFdb(host.ns, 'flannel.1')
+          return !r.some((x) => x.dst === leaving) && n.length === 1 && f.length === 1
+        }, 5000)
+        expect(gone, `entries of ${leaving} on ${host.ns}`).toBe(true)
+      }
+    })
+  },
+)
+
+describe.skipIf(skip !== undefined)(
+  `multi-host e2e: host-gw${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    let cluster: Cluster | undefined
+    let subnets: string[] = []
+
+    beforeAll(async () => {
+      cluster = await startCluster({
+        config: JSON.stringify({ Network: NETWORK, Backend: { Type: 'host-gw' } }),
+      })
+      subnets = await bringUp(cluster)
+      for (const [i, host] of cluster.topology.hosts.entries()) {
+        await host.addPodAddress(`${podAddress(subnets[i]!)}/24`)
+      }
+    }, 60_000)
+    afterAll(async () => {
+      await cluster?.destroy()
+    }, 30_000)
+
+    it('publishes host-gw leases and routes each peer subnet via its underlay address (check 20)', async () => {
+      const leases = await cluster!.leases()
+      expect(leases.map((l) => JSON.parse(l.value).BackendType)).toEqual([
+        'host-gw',
+        'host-gw',
+        'host-gw',
+      ])
+      const hosts = cluster!.topology.hosts
+      for (const [i, host] of hosts.entries()) {
+        const routes = await waitUntil(async () => {
+          const r = (await readRoutes(host.ns, { dev: 'eth0' })).filter((x) =>
+            x.dst.startsWith('10.244.'),
+          )
+          return r.length === 2 ? r : undefined
+        })
+        expect(routes.map((r) => `${r.dst} via ${r.gateway}`).sort()).toEqual(
+          hosts
+            .map((h, j) => ({ h, j }))
+            .filter(({ j }) => j !== i)
+            .map(({ h, j }) => `${subnets[j]} via ${h.underlayIp}`)
+            .sort(),
+        )
+      }
+    })
+
+    it('carries pings between every pair of pod addresses', async () => {
+      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+    })
+
+    it('restores a route deleted by hand', async () => {
+      const h1 = cluster!.topology.hosts[0]!
+      await h1.exec('ip', ['route', 'del', subnets[1]!])
+      const back = await waitUntil(
+        async () => (await readRoutes(h1.ns, { dev: 'eth0' })).some((r) => r.dst === subnets[1]),
+        5000,
+      )
+      expect(back).toBe(true)
+    })
+
+    it('removes a leaving host route from the others when its lease is deleted', async () => {
+      await cluster!.stopAgent(2)
+      await cluster!.etcd.etcdctl(
+        'del',
+        `${cluster!.etcdPrefix}/subnets/${subnets[2]!.replace('/', '-')}`,
+      )
+      for (const host of cluster!.topology.hosts.slice(0, 2)) {
+        const gone = await waitUntil(
+          async () =>
+            !(await readRoutes(host.ns, { dev: 'eth0' })).some((r) => r.dst === subnets[2]),
+          5000,
+        )
+        expect(gone).toBe(true)
+      }
+    })
+  },
+)
+
+describe.skipIf(skip !== undefined)(
+  `multi-host e2e: alloc${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    let cluster: Cluster | undefined
+    let subnets: string[] = []
+
+    beforeAll(async () => {
+      cluster = await startCluster({
+        config: JSON.stringify({ Network: NETWORK, Backend: { Type: 'alloc' } }),
+      })
+      subnets = await bringUp(cluster)
+    }, 60_000)
+    afterAll(async () => {
+      await cluster?.destroy()
+    }, 30_000)
+
+    it('gives each host its own lease and subnet.env, and touches no routes', async () => {
+      const leases = await cluster!.leases()
+      expect(leases).toHaveLength(3)
+      expect(new Set(subnets).size).toBe(3)
+      for (const [i, host] of cluster!.topology.hosts.entries()) {
+        const lease = leases.find((l) => l.key.endsWith(subnets[i]!.replace('/', '-')))
+        expect(lease?.value).toBe(`{"PublicIP":"${host.underlayIp}","PublicIPv6":null}`)
+        const routes = await readRoutes(host.ns)
+        expect(routes.filter((r) => r.dst.startsWith('10.244.'))).toEqual([])
+      }
+    })
+  },
+)
