@@ -1,9 +1,11 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
   AbortError,
   Ip4Net,
   LeaseConflictError,
   SubnetExhaustedError,
+  isFlannelError,
   acquireFromStore,
   leaseKey,
   parseNetworkConfig,
@@ -150,5 +152,53 @@ describe('acquireFromStore', () => {
         signal: aborted,
       }),
     ).rejects.toBeInstanceOf(AbortError)
+  })
+})
+
+describe('acquireFromStore under concurrency', () => {
+  it('never gives one subnet to two hosts, whatever the interleaving of store calls', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.scheduler(),
+        fc.integer({ min: 2, max: 8 }),
+        fc.integer({ min: 1, max: 6 }),
+        async (s, hosts, size) => {
+          const config = parseNetworkConfig(
+            `{"Network":"10.3.0.0/16","SubnetMin":"10.3.1.0","SubnetMax":"10.3.${size}.0"}`,
+          )
+          const { store: direct, leases } = mapStore()
+          // Every store call's answer is delivered in an order the scheduler picks.
+          const store: LeaseStore = {
+            list: s.scheduleFunction((signal?: AbortSignal) => direct.list(signal)),
+            create: s.scheduleFunction(direct.create),
+            update: s.scheduleFunction(direct.update),
+            remove: s.scheduleFunction(direct.remove),
+          }
+          const runs = Array.from({ length: hosts }, (_, i) =>
+            acquireFromStore(store, {
+              config,
+              attrs: { publicIP: `192.0.2.${i + 1}` },
+              random: first, // everybody wants the same subnet: the most races
+              attempts: 50,
+            }).then(
+              (got) => ({ ok: got.lease }),
+              (err: unknown) => ({ err }),
+            ),
+          )
+          await s.waitIdle()
+          const results = await Promise.all(runs)
+          const won = results.flatMap((r) => ('ok' in r ? [r.ok] : []))
+          expect(new Set(won.map(leaseKey)).size).toBe(won.length)
+          expect(won.length).toBe(Math.min(hosts, size))
+          for (const lease of won) {
+            expect(leases.get(leaseKey(lease))?.attrs.publicIP).toBe(lease.attrs.publicIP)
+          }
+          for (const r of results) {
+            if ('err' in r) expect(isFlannelError(r.err, 'SUBNET_EXHAUSTED')).toBe(true)
+          }
+        },
+      ),
+      { numRuns: 100 },
+    )
   })
 })
