@@ -1,7 +1,9 @@
+import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Subscription } from 'rxjs'
 import {
@@ -560,3 +562,45 @@ describe.skipIf(authMissing !== undefined)(
     })
   },
 )
+
+describeEtcd(`EtcdRegistry clean shutdown${missing ? ` (skipped: ${missing})` : ''}`, () => {
+  it('a process that closes its registry exits by itself (no timers, sockets or watches left)', async () => {
+    const etcd = await startEtcd()
+    try {
+      await etcd.connect().put('/exit/network/config').value(CONFIG)
+      const fixture = fileURLToPath(new URL('./fixtures/exit-clean.ts', import.meta.url))
+      const child = spawn(
+        process.execPath,
+        [
+          '--conditions=@flannel/source',
+          '--import',
+          'tsx',
+          fixture,
+          etcd.endpoints[0]!,
+          'http://127.0.0.1:1',
+        ],
+        {
+          cwd: fileURLToPath(new URL('../../..', import.meta.url)),
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      )
+      let out = ''
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()))
+      child.stderr.on('data', (c: Buffer) => (out += c.toString()))
+      const code = await new Promise<number | string>((resolve) => {
+        const timer = setTimeout(() => {
+          child.kill('SIGKILL')
+          resolve('still running after 25 s')
+        }, 25_000)
+        child.once('exit', (c, sig) => {
+          clearTimeout(timer)
+          resolve(c ?? sig ?? -1)
+        })
+      })
+      expect(code, out).toBe(0)
+      expect(out).toMatch(/done [1-9]\d* true/)
+    } finally {
+      await etcd.stop()
+    }
+  }, 40_000)
+})
