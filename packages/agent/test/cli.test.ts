@@ -20,7 +20,6 @@ describe('flannel-agent process', () => {
 
   it.each([
     [['--bogus'], 'flag provided but not defined: -bogus'],
-    [['--iface'], 'flag needs an argument: -iface'],
     [
       ['-subnet-lease-renew-margin=0'],
       'Invalid subnet-lease-renew-margin option, out of acceptable range',
