@@ -128,3 +128,19 @@ describe('MemoryRegistry', () => {
     b.stop()
   })
 })
+
+describe('MemoryRegistry.setNetworkConfig', () => {
+  it('moves later acquisitions into the new network, as flanneld after a config change', async () => {
+    const registry = new MemoryRegistry(
+      '{"Network":"10.3.0.0/16","SubnetMin":"10.3.1.0","SubnetMax":"10.3.25.0"}',
+    )
+    const before = await registry.acquireLease({ publicIP: '198.51.100.4' })
+    expect(Ip4Net.parse('10.3.0.0/16').contains(before.subnet.ip)).toBe(true)
+    expect(() => registry.setNetworkConfig('{"Network":"10.4.0.0/29"}')).toThrow(ConfigError)
+    registry.setNetworkConfig('{"Network":"10.4.0.0/16"}')
+    expect((await registry.getNetworkConfig()).network?.toString()).toBe('10.4.0.0/16')
+    const after = await registry.acquireLease({ publicIP: '198.51.100.4' })
+    expect(Ip4Net.parse('10.4.0.0/16').contains(after.subnet.ip)).toBe(true)
+    expect(registry.listLeases().map((l) => l.subnet.toString())).toEqual([after.subnet.toString()])
+  })
+})

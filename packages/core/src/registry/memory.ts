@@ -64,7 +64,7 @@ interface Entry {
  * ```
  */
 export class MemoryRegistry implements SubnetRegistry {
-  private readonly config: NetworkConfig
+  private config: NetworkConfig
   private readonly clock: () => number
   private readonly ttlMs: number
   private readonly random: () => number
@@ -94,6 +94,17 @@ export class MemoryRegistry implements SubnetRegistry {
   /** Returns the network config given to the constructor (validated, defaults applied). */
   getNetworkConfig(opts: CallOptions = {}): Promise<NetworkConfig> {
     return this.call(opts, () => this.config)
+  }
+
+  /**
+   * Replaces the network config (as an operator rewriting etcd's config key
+   * would). Existing leases stay; later acquisitions follow the new config,
+   * and a host whose lease no longer fits gets a new one.
+   *
+   * @throws ConfigError when the config is invalid; the old one then stays.
+   */
+  setNetworkConfig(config: string | object): void {
+    this.config = parseNetworkConfig(config)
   }
 
   /**
