@@ -26,6 +26,8 @@ export interface LeaseListing {
   readonly leases: StoredLease[]
   /** Header revision of the read (decimal string). */
   readonly revision: string
+  /** Subnet keys under `subnets/` whose key or value did not parse (logged, skipped). */
+  readonly unparsable: readonly string[]
 }
 
 /** Outcome of turning one etcd key/value into a lease. */
@@ -101,12 +103,19 @@ export class EtcdStore {
     )
     const parsed = await this.parseAll(res.kvs, signal, opts.expirations ?? true)
     const leases: StoredLease[] = []
+    const unparsable: string[] = []
     for (const [i, p] of parsed.entries()) {
-      if (p.ok) leases.push(p.lease)
-      else this.warnSkipped(res.kvs[i]!, p.reason)
+      if (p.ok) {
+        leases.push(p.lease)
+        continue
+      }
+      const kv = res.kvs[i]!
+      this.warnSkipped(kv, p.reason)
+      const name = this.settings.keys.subnetKeyOf(kv.key.toString())
+      if (name !== undefined) unparsable.push(name)
     }
     if (opts.expirations ?? true) this.trimCache(new Set(leases.map((l) => l.etcdLease)))
-    return { leases, revision: res.header.revision }
+    return { leases, revision: res.header.revision, unparsable }
   }
 
   /** Turns key/values into leases, looking TTLs up at most a few at a time. */

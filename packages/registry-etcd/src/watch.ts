@@ -85,6 +85,11 @@ class LeaseWatch {
       try {
         const listing = await this.store.list(this.signal)
         const next = new Map(listing.leases.map((l) => [l.name, l.lease]))
+        // A lease whose value turned unparsable is kept as last seen: garbage never removes a peer.
+        for (const name of listing.unparsable) {
+          const cached = this.known.get(name)
+          if (cached !== undefined) next.set(name, cached)
+        }
         const batch: LeaseEvent[] = first
           ? listing.leases.map((l) => ({ type: 'added', lease: l.lease }))
           : diffLeases(this.known, next)

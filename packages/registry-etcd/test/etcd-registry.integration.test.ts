@@ -367,6 +367,7 @@ describeEtcd(`EtcdRegistry watch recovery${missing ? ` (skipped: ${missing})` : 
       raw.put(`${prefix}/subnets/${s}`).value(`{"PublicIP":"${ip}","PublicIPv6":null}`)
     await put('10.5.1.0-24', '192.0.2.1')
     await put('10.5.2.0-24', '192.0.2.2')
+    await put('10.5.4.0-24', '192.0.2.4')
     const r = new EtcdRegistry({
       endpoints: `http://127.0.0.1:${proxy.port}`,
       prefix,
@@ -374,8 +375,9 @@ describeEtcd(`EtcdRegistry watch recovery${missing ? ` (skipped: ${missing})` : 
     })
     const { batches, sub } = collect(r)
     try {
-      await until(() => batches[0]?.length === 2, 'snapshot')
+      await until(() => batches[0]?.length === 3, 'snapshot')
       proxy.cut() // the registry loses etcd while history moves on
+      await raw.put(`${prefix}/subnets/10.5.4.0-24`).value('garbage') // never a removal
       await raw.delete().key(`${prefix}/subnets/10.5.1.0-24`)
       await put('10.5.3.0-24', '192.0.2.3')
       await put('10.5.2.0-24', '192.0.2.2') // same value again: not a difference
