@@ -12,7 +12,6 @@
  * ```
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import type { Subscription } from 'rxjs'
 import {
   Ip4Net,
   encodeLeaseAttrs,
@@ -24,6 +23,7 @@ import {
   type SubnetRegistry,
 } from '@flannel/core'
 import { defineMoreCases } from './more-cases.js'
+import { BatchRecorder } from './recorder.js'
 
 /** What the suite needs from a registry under test, made fresh per test case. */
 export interface RegistryUnderTest {
@@ -55,34 +55,15 @@ export function vxlanAttrs(n: number): LeaseAttrs {
   }
 }
 
-/** Records every batch of a lease watch and waits for conditions on them. */
-class Recorder {
-  readonly batches: LeaseEvent[][] = []
-  readonly subscription: Subscription
-  error: unknown
-
+/** A {@link BatchRecorder} on a registry's lease watch, with the events after the snapshot batch. */
+class Recorder extends BatchRecorder {
   constructor(registry: SubnetRegistry) {
-    this.subscription = registry.watchLeases().subscribe({
-      next: (batch) => this.batches.push(batch),
-      error: (err: unknown) => {
-        this.error = err
-      },
-    })
+    super(registry.watchLeases())
   }
 
   /** Every event after the first (snapshot) batch. */
   get deltas(): LeaseEvent[] {
     return this.batches.slice(1).flat()
-  }
-
-  /** Polls (real time, up to 15 s) until `cond` holds. */
-  async until(cond: () => boolean, what: string): Promise<void> {
-    const deadline = Date.now() + 15_000
-    while (!cond()) {
-      if (this.error !== undefined) throw this.error
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-      await new Promise((resolve) => setTimeout(resolve, 10))
-    }
   }
 }
 
@@ -117,7 +98,7 @@ export function describeRegistryConformance(name: string, setup: RegistrySetup):
     const open: RegistryUnderTest[] = []
     const recorders: Recorder[] = []
     afterEach(async () => {
-      for (const r of recorders.splice(0)) r.subscription.unsubscribe()
+      for (const r of recorders.splice(0)) r.unsubscribe()
       for (const u of open.splice(0)) await u.close()
     })
     async function make(config = NETWORK): Promise<RegistryUnderTest> {
@@ -253,7 +234,7 @@ function defineLifecycleCases(make: Make, watch: Watch): void {
     const { registry, advance } = await make()
     const lease = await registry.acquireLease(vxlanAttrs(1))
     const rec = watch(registry)
-    await rec.until(() => rec.batches.length === 1, 'the snapshot batch')
+    await rec.until('the snapshot batch', () => rec.batches.length === 1)
     if (advance) await advance(HOUR)
     else await new Promise((resolve) => setTimeout(resolve, 1100))
     const renewed = await registry.renewLease(lease)
@@ -261,16 +242,16 @@ function defineLifecycleCases(make: Make, watch: Watch): void {
     expect(encodeLeaseAttrs(renewed.attrs)).toBe(encodeLeaseAttrs(lease.attrs))
     const gained = renewed.expiration.getTime() - lease.expiration.getTime()
     expect(gained).toBeGreaterThanOrEqual(advance ? HOUR - 1000 : 1)
-    await rec.until(() => hasEvent(rec.deltas, 'added', lease), 'the renewal as added')
+    await rec.until('the renewal as added', () => hasEvent(rec.deltas, 'added', lease))
   })
 
   it('releases: watchers see the removal and renewing it fails with LeaseNotFoundError', async () => {
     const { registry } = await make()
     const rec = watch(registry)
-    await rec.until(() => rec.batches.length === 1, 'the snapshot batch')
+    await rec.until('the snapshot batch', () => rec.batches.length === 1)
     const lease = await registry.acquireLease(vxlanAttrs(1))
     await registry.releaseLease(lease)
-    await rec.until(() => hasEvent(rec.deltas, 'removed', lease), 'the removal')
+    await rec.until('the removal', () => hasEvent(rec.deltas, 'removed', lease))
     await expectCode(registry.renewLease(lease), 'LEASE_NOT_FOUND')
     const again = await registry.acquireLease(vxlanAttrs(2), { previous: { subnet: lease.subnet } })
     expect(again.subnet.toString()).toBe(lease.subnet.toString())
@@ -285,7 +266,7 @@ function defineLifecycleCases(make: Make, watch: Watch): void {
     await expectCode(registry.renewLease(lease, { signal }), 'ABORTED')
     await expectCode(registry.releaseLease(lease, { signal }), 'ABORTED')
     const rec = watch(registry)
-    await rec.until(() => rec.batches.length === 1, 'the snapshot batch')
+    await rec.until('the snapshot batch', () => rec.batches.length === 1)
     expect(rec.batches[0]!.map((e) => e.lease.attrs.publicIP)).toEqual(['192.0.2.1'])
   })
 }
@@ -296,14 +277,14 @@ function defineWatchCases(make: Make, watch: Watch): void {
     const a = await registry.acquireLease(vxlanAttrs(1))
     const b = await registry.acquireLease(vxlanAttrs(2))
     const rec = watch(registry)
-    await rec.until(() => rec.batches.length === 1, 'the snapshot batch')
+    await rec.until('the snapshot batch', () => rec.batches.length === 1)
     const snapshot = rec.batches[0]!
     expect(snapshot.every((e) => e.type === 'added')).toBe(true)
     expect(snapshot.map((e) => key(e.lease)).sort()).toEqual([key(a), key(b)].sort())
     const fromWatch = snapshot.find((e) => key(e.lease) === key(a))!.lease
     expect(encodeLeaseAttrs(fromWatch.attrs)).toBe(encodeLeaseAttrs(a.attrs))
     const c = await registry.acquireLease(vxlanAttrs(3))
-    await rec.until(() => hasEvent(rec.deltas, 'added', c), 'the new lease as added')
+    await rec.until('the new lease as added', () => hasEvent(rec.deltas, 'added', c))
     expect(rec.batches.slice(1).every((batch) => batch.length > 0)).toBe(true)
     expect(rec.deltas.filter((e) => key(e.lease) === key(a))).toEqual([])
   })
@@ -311,7 +292,7 @@ function defineWatchCases(make: Make, watch: Watch): void {
   it('watch: an empty network gives one empty snapshot batch', async () => {
     const { registry } = await make()
     const rec = watch(registry)
-    await rec.until(() => rec.batches.length === 1, 'the snapshot batch')
+    await rec.until('the snapshot batch', () => rec.batches.length === 1)
     expect(rec.batches[0]).toEqual([])
   })
 
@@ -319,9 +300,9 @@ function defineWatchCases(make: Make, watch: Watch): void {
     const { registry } = await make()
     const peer = await registry.acquireLease(vxlanAttrs(9))
     const rec = watch(registry)
-    await rec.until(() => rec.batches.length === 1, 'the snapshot batch')
+    await rec.until('the snapshot batch', () => rec.batches.length === 1)
     await registry.releaseLease(peer)
-    await rec.until(() => hasEvent(rec.deltas, 'removed', peer), 'the removal')
+    await rec.until('the removal', () => hasEvent(rec.deltas, 'removed', peer))
     const removed = rec.deltas.find((e) => e.type === 'removed')!.lease
     expect(removed.subnet.toString()).toBe(peer.subnet.toString())
     expect(encodeLeaseAttrs(removed.attrs)).toBe(encodeLeaseAttrs(vxlanAttrs(9)))
@@ -331,11 +312,10 @@ function defineWatchCases(make: Make, watch: Watch): void {
     const { registry } = await make()
     const stopped = watch(registry)
     const live = watch(registry)
-    await stopped.until(() => stopped.batches.length === 1, 'the snapshot batch')
-    stopped.subscription.unsubscribe()
-    expect(stopped.subscription.closed).toBe(true)
+    await stopped.until('the snapshot batch', () => stopped.batches.length === 1)
+    stopped.unsubscribe()
     const lease = await registry.acquireLease(vxlanAttrs(1))
-    await live.until(() => hasEvent(live.deltas, 'added', lease), 'the other watcher to see it')
+    await live.until('the other watcher to see it', () => hasEvent(live.deltas, 'added', lease))
     expect(stopped.batches).toHaveLength(1)
   })
 }
@@ -351,11 +331,11 @@ function defineExpiryCases(make: Make, watch: Watch): void {
     const lease = await registry.acquireLease(vxlanAttrs(1))
     const kept = await registry.acquireLease(vxlanAttrs(2))
     const rec = watch(registry)
-    await rec.until(() => rec.batches.length === 1, 'the snapshot batch')
+    await rec.until('the snapshot batch', () => rec.batches.length === 1)
     await advance(12 * HOUR)
     await registry.renewLease(kept)
     await advance(13 * HOUR)
-    await rec.until(() => hasEvent(rec.deltas, 'removed', lease), 'the expiry')
+    await rec.until('the expiry', () => hasEvent(rec.deltas, 'removed', lease))
     const removed = rec.deltas.find((e) => e.type === 'removed' && key(e.lease) === key(lease))!
     expect(encodeLeaseAttrs(removed.lease.attrs)).toBe(encodeLeaseAttrs(vxlanAttrs(1)))
     expect(hasEvent(rec.deltas, 'removed', kept)).toBe(false)
