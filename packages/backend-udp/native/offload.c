@@ -30,7 +30,17 @@
 #define VNET_LEN ((int)sizeof(struct virtio_net_hdr))
 #define SUPER_MAX 65536
 
-int offload_setup_socket(int sock_fd) { return 0; }
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+/* UDP GRO lets the kernel hand over runs of datagrams from one sender in one
+ * buffer; without it (older kernels) datagrams simply arrive one by one. */
+int offload_setup_socket(int sock_fd) {
+  int one = 1;
+  setsockopt(sock_fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
+  return 0;
+}
 
 int offload_setup_tun(int tun_fd) {
   return ioctl(tun_fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4);
@@ -311,47 +321,63 @@ void *offload_udp_thread(void *arg) {
   loop_t *l = arg;
   loop_counters_t *c = loop_counters(l);
   int sock = loop_sock_fd(l);
-  int batch = loop_config(l)->batch;
-  size_t cap = (size_t)loop_config(l)->mtu + 1;
+  enum { NB = 16, BIG = 65536 };
+  size_t mtu = (size_t)loop_config(l)->mtu;
   peer_view_t v;
   view_init(&v);
-  uint8_t *data = malloc((size_t)batch * cap);
-  struct mmsghdr *msgs = calloc((size_t)batch, sizeof(*msgs));
-  struct iovec *iov = calloc((size_t)batch, sizeof(*iov));
-  struct sockaddr_in *addrs = calloc((size_t)batch, sizeof(*addrs));
+  uint8_t *data = malloc((size_t)NB * BIG);
+  struct mmsghdr msgs[NB];
+  struct iovec iov[NB];
+  struct sockaddr_in addrs[NB];
+  char ctl[NB][CMSG_SPACE(sizeof(int))];
   merge_t m = {.buf = malloc(SUPER_MAX + VNET_LEN)};
-  if (!data || !msgs || !iov || !addrs || !m.buf) goto done;
+  if (!data || !m.buf) goto done;
   while (loop_wait_readable(l, sock) == 0) {
     for (;;) {
-      for (int i = 0; i < batch; i++) {
-        iov[i] = (struct iovec){.iov_base = data + (size_t)i * cap, .iov_len = cap};
-        msgs[i].msg_hdr = (struct msghdr){.msg_name = &addrs[i], .msg_namelen = sizeof(addrs[i]), .msg_iov = &iov[i], .msg_iovlen = 1};
+      for (int i = 0; i < NB; i++) {
+        iov[i] = (struct iovec){.iov_base = data + (size_t)i * BIG, .iov_len = BIG};
+        msgs[i].msg_hdr = (struct msghdr){.msg_name = &addrs[i], .msg_namelen = sizeof(addrs[i]), .msg_iov = &iov[i],
+                                          .msg_iovlen = 1, .msg_control = ctl[i], .msg_controllen = sizeof(ctl[i])};
       }
       CNT_ADD(c, udpRecvCalls, 1);
-      int n = recvmmsg(sock, msgs, (unsigned)batch, MSG_DONTWAIT, NULL);
+      int n = recvmmsg(sock, msgs, NB, MSG_DONTWAIT, NULL);
       if (n <= 0) break;
       view_refresh(&v, loop_peers(l));
       for (int i = 0; i < n; i++) {
-        uint8_t *pkt = iov[i].iov_base;
+        uint8_t *buf = iov[i].iov_base;
         size_t len = msgs[i].msg_len;
-        if (len >= cap || (msgs[i].msg_hdr.msg_flags & MSG_TRUNC)) {
+        size_t gso = len;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr); cm; cm = CMSG_NXTHDR(&msgs[i].msg_hdr, cm)) {
+          if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+            int g;
+            memcpy(&g, CMSG_DATA(cm), sizeof(g));
+            if (g > 0) gso = (size_t)g;
+          }
+        }
+        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
           CNT_ADD(c, dropTruncated, 1);
           continue;
         }
-        if (!loop_inbound(l, &v, &addrs[i], pkt, len)) continue;
-        CNT_ADD(c, rxPackets, 1);
-        CNT_ADD(c, rxBytes, len);
-        merge_add(l, &m, pkt, len);
+        /* one datagram = one inner packet; GRO only glued them together */
+        for (size_t off = 0; off < len; off += gso) {
+          uint8_t *pkt = buf + off;
+          size_t plen = len - off < gso ? len - off : gso;
+          if (plen > mtu) {
+            CNT_ADD(c, dropTruncated, 1);
+            continue;
+          }
+          if (!loop_inbound(l, &v, &addrs[i], pkt, plen)) continue;
+          CNT_ADD(c, rxPackets, 1);
+          CNT_ADD(c, rxBytes, plen);
+          merge_add(l, &m, pkt, plen);
+        }
       }
       merge_flush(l, &m);
-      if (n < batch || loop_stopping(l)) break;
+      if (n < NB || loop_stopping(l)) break;
     }
   }
 done:
   free(data);
-  free(msgs);
-  free(iov);
-  free(addrs);
   free(m.buf);
   view_destroy(&v);
   return NULL;
