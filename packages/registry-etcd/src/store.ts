@@ -283,26 +283,27 @@ export class EtcdStore {
     const key = Buffer.from(full)
     const data = Buffer.from(value)
     const granted = await this.grant(signal)
-    try {
-      const written = await this.retry('update lease', signal, async (deadline) => {
-        if (!opts.mustExist) {
-          await this.client.kv.put({ key, value: data, lease: granted.id }, { deadline })
-          return true
-        }
-        const res = await this.client.kv.txn(
-          {
-            compare: [{ key, target: 'Version', result: 'Greater', version: 0 }],
-            success: [{ request_put: { key, value: data, lease: granted.id } }],
-            failure: [],
-          },
-          { deadline },
-        )
-        return res.succeeded
-      })
-      if (!written) throw new LeaseNotFoundError(`lease ${full} does not exist in etcd`)
-    } catch (err) {
+    // On a failure other than "not found" the new etcd lease is not revoked:
+    // the put may have been applied in flight (abort, deadline), and revoking
+    // would then delete the key. Unused, it simply runs out.
+    const written = await this.retry('update lease', signal, async (deadline) => {
+      if (!opts.mustExist) {
+        await this.client.kv.put({ key, value: data, lease: granted.id }, { deadline })
+        return true
+      }
+      const res = await this.client.kv.txn(
+        {
+          compare: [{ key, target: 'Version', result: 'Greater', version: 0 }],
+          success: [{ request_put: { key, value: data, lease: granted.id } }],
+          failure: [],
+        },
+        { deadline },
+      )
+      return res.succeeded
+    })
+    if (!written) {
       void this.revoke(granted.id)
-      throw err
+      throw new LeaseNotFoundError(`lease ${full} does not exist in etcd`)
     }
     return new Date(granted.expiration)
   }
