@@ -1,34 +1,31 @@
 import type { BackendFactory, BackendTable } from '@flannel/core'
 
 /**
- * Takes `createBackend` from a backend package imported on demand, so that a
- * host running one backend never loads the others (nor their cloud SDKs).
+ * Imports a backend package on demand and takes its `createBackend`, so that
+ * a host running one backend never loads the others (nor their cloud SDKs).
+ * The name is a variable on purpose: neither the bundler nor the type
+ * declarations pull the backend packages in.
  */
-async function factoryOf(pkg: string, load: () => Promise<unknown>): Promise<BackendFactory> {
-  const mod = (await load()) as { createBackend?: unknown }
+async function factoryOf(pkg: string): Promise<BackendFactory> {
+  const mod = (await import(pkg)) as { createBackend?: unknown }
   if (typeof mod.createBackend !== 'function') {
     throw new Error(`${pkg} does not export createBackend`)
   }
   return mod.createBackend as BackendFactory
 }
 
-/** Every backend the `flannel-agent` command can run, by `Backend.Type`, each loaded lazily. */
-export const BACKENDS: BackendTable = {
-  vxlan: {
-    load: () => factoryOf('@flannel/backend-vxlan', () => import('@flannel/backend-vxlan')),
-  },
-  'host-gw': {
-    load: () => factoryOf('@flannel/backend-hostgw', () => import('@flannel/backend-hostgw')),
-  },
-  udp: { load: () => factoryOf('@flannel/backend-udp', () => import('@flannel/backend-udp')) },
-  alloc: {
-    load: () => factoryOf('@flannel/backend-alloc', () => import('@flannel/backend-alloc')),
-  },
-  'aws-vpc': {
-    load: () => factoryOf('@flannel/backend-aws', () => import('@flannel/backend-aws')),
-  },
-  gce: { load: () => factoryOf('@flannel/backend-gce', () => import('@flannel/backend-gce')) },
-  'ali-vpc': {
-    load: () => factoryOf('@flannel/backend-ali', () => import('@flannel/backend-ali')),
-  },
+/** Backend packages by `Backend.Type`. */
+export const BACKEND_PACKAGES: Readonly<Record<string, string>> = {
+  vxlan: '@flannel/backend-vxlan',
+  'host-gw': '@flannel/backend-hostgw',
+  udp: '@flannel/backend-udp',
+  alloc: '@flannel/backend-alloc',
+  'aws-vpc': '@flannel/backend-aws',
+  gce: '@flannel/backend-gce',
+  'ali-vpc': '@flannel/backend-ali',
 }
+
+/** Every backend the `flannel-agent` command can run, by `Backend.Type`, each loaded lazily. */
+export const BACKENDS: BackendTable = Object.fromEntries(
+  Object.entries(BACKEND_PACKAGES).map(([type, pkg]) => [type, { load: () => factoryOf(pkg) }]),
+)

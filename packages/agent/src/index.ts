@@ -8,5 +8,5 @@ export { optionsFromFlags, helpText, envName, FLAGS, UsageError } from './flags.
 export type { AgentCommandOptions } from './flags.js'
 export { startAgentCommand, levelForVerbosity } from './command.js'
 export type { AgentCommand, AgentCommandDeps, AgentCommandResult } from './command.js'
-export { BACKENDS } from './backends.js'
+export { BACKENDS, BACKEND_PACKAGES } from './backends.js'
 export { AgentMetrics } from './metrics.js'

@@ -212,3 +212,15 @@ async function startAgentCommandOnFreePort(
     timers,
   })
 }
+
+describe('BACKENDS', () => {
+  it('loads each backend package lazily and finds its createBackend', async () => {
+    const { BACKENDS } = await import('@flannel/agent')
+    const { lookupBackend } = await import('@flannel/core')
+    for (const type of ['alloc', 'host-gw', 'vxlan']) {
+      const entry = BACKENDS[type]
+      expect(typeof entry).toBe('object')
+      expect(typeof (await lookupBackend(type, BACKENDS))).toBe('function')
+    }
+  })
+})
