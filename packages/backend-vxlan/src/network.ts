@@ -349,11 +349,16 @@ class PeerKeeper {
           this.scheduleCheck(this.init.repairDelayMs)
         }
         return
-      case 'route':
-        if (this.wanted.has(keyOf(n.route.family, n.route.dst))) {
+      case 'route': {
+        const w = this.wanted.get(keyOf(n.route.family, n.route.dst))
+        if (!w) return
+        // Our own writes echo back as 'new' notifications; only a deletion or a foreign change needs a check.
+        const gateway = w.direct ? w.peer.pub : w.peer.gw
+        if (n.action === 'del' || n.route.gateway !== gateway) {
           this.scheduleCheck(this.init.repairDelayMs)
         }
         return
+      }
     }
   }
 
