@@ -31,10 +31,14 @@ if (missing) console.warn(`EtcdRegistry integration tests skipped: ${missing}`)
 
 const CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}'
 
-async function until<T>(fn: () => T | undefined | false, what: string, ms = 10_000): Promise<T> {
+async function until<T>(
+  fn: () => T | undefined | false | Promise<T | undefined | false>,
+  what: string,
+  ms = 10_000,
+): Promise<T> {
   const deadline = Date.now() + ms
   for (;;) {
-    const v = fn()
+    const v = await fn()
     if (v !== undefined && v !== false) return v
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 20))
@@ -335,6 +339,28 @@ describeEtcd(`EtcdRegistry on a real etcd${missing ? ` (skipped: ${missing})` : 
     } finally {
       sub.unsubscribe()
     }
+  })
+
+  it('a subnet whose etcd lease ran out can be taken by another host', async () => {
+    const prefix = await network('{"Network":"10.10.0.0/28","Backend":{"Type":"alloc"}}')
+    // 10.10.0.0/28: three /30 subnets; two are held for good, one on a 2 s lease
+    await raw
+      .put(`${prefix}/subnets/10.10.0.8-30`)
+      .value('{"PublicIP":"192.0.2.2","PublicIPv6":null}')
+    await raw
+      .put(`${prefix}/subnets/10.10.0.12-30`)
+      .value('{"PublicIP":"192.0.2.3","PublicIPv6":null}')
+    const first = await registry(prefix, { leaseTtlSeconds: 2 }).acquireLease({
+      publicIP: '192.0.2.1',
+    })
+    expect(first.subnet.toString()).toBe('10.10.0.4/30')
+    const other = registry(prefix)
+    await expect(other.acquireLease({ publicIP: '192.0.2.9' })).rejects.toBeInstanceOf(
+      SubnetExhaustedError,
+    )
+    await until(async () => Object.keys(await subnetKeys(prefix)).length === 2, 'expiry', 15_000)
+    const taken = await other.acquireLease({ publicIP: '192.0.2.9' })
+    expect(taken.subnet.toString()).toBe('10.10.0.4/30')
   })
 
   it('an etcd lease running out becomes a removal', async () => {
