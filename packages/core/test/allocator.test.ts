@@ -202,4 +202,42 @@ describe('chooseSubnet properties', () => {
       { numRuns: 200 },
     )
   })
+
+  it('in dual-stack mode never returns an overlapping or out-of-range IPv6 subnet', () => {
+    const dual = parseNetworkConfig(
+      '{"Network":"10.8.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:1::/56","IPv6SubnetLen":60}',
+    )
+    const base = dual.ipv6Network!.ip
+    const v6Arb = fc
+      .array(fc.tuple(fc.integer({ min: 0, max: 15 }), fc.integer({ min: 56, max: 64 })), {
+        maxLength: 20,
+      })
+      .map((list) =>
+        list.map(
+          ([n, len], i): Lease => ({
+            subnet: new Ip4Net(0x0a080000 + (i + 1) * 256, 24),
+            ipv6Subnet: new Ip6Net(base + (BigInt(n) << 68n), len).masked(),
+            attrs: { publicIP: `198.51.100.${i + 1}` },
+            expiration: EXPIRES,
+          }),
+        ),
+      )
+    fc.assert(
+      fc.property(v6Arb, randomArb, (leases, r) => {
+        let decision
+        try {
+          decision = chooseSubnet(dual, leases, ME, undefined, () => r)
+        } catch (e) {
+          expect(e).toBeInstanceOf(SubnetExhaustedError)
+          return
+        }
+        if (decision.kind !== 'create') throw new Error('unexpected reuse')
+        const s6 = decision.ipv6Subnet!
+        expect(s6.prefixLength).toBe(60)
+        expect(s6.ip >= dual.ipv6SubnetMin!.ip && s6.ip <= dual.ipv6SubnetMax!.ip).toBe(true)
+        expect(leases.some((l) => l.ipv6Subnet!.overlaps(s6))).toBe(false)
+      }),
+      { numRuns: 200 },
+    )
+  })
 })
