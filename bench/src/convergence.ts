@@ -74,8 +74,13 @@ async function agentRun(n: number): Promise<{ totalMs: number; afterLastMs: numb
         done = Date.now()
         break
       }
-      if (agent.process.exitCode !== undefined)
+      if (agent.process.exitCode !== undefined) {
         throw new Error(`agent exited: ${agent.process.stderr()}`)
+      }
+      if (writer.exitCode !== undefined && writer.exitCode !== 0) {
+        throw new Error(`lease writer failed: ${writer.stderr()}`)
+      }
+      if (Date.now() > deadline) throw new Error(`not converged after 120 s: ${JSON.stringify(c)}`)
       await new Promise((r) => setTimeout(r, 20))
     }
     await writer.exited

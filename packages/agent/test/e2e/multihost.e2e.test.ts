@@ -118,7 +118,7 @@ describe.skipIf(skip !== undefined)(
           const n = await readNeighbours(host.ns, 'flannel.1')
           return n.length === 2 ? n : undefined
         })
-        expect(neigh.map((n) => `${n.dst} ${n.lladdr} ${n.state?.join(',')}`).sort()).toEqual(
+        expect(neigh!.map((n) => `${n.dst} ${n.lladdr} ${n.state?.join(',')}`).sort()).toEqual(
           peers.map(({ j }) => `${subnets[j]!.split('/')[0]} ${macs[j]} PERMANENT`).sort(),
         )
         const fdb = await readFdb(host.ns, 'flannel.1')
@@ -233,7 +233,7 @@ describe.skipIf(skip !== undefined)(
           )
           return r.length === 2 ? r : undefined
         })
-        expect(routes.map((r) => `${r.dst} via ${r.gateway}`).sort()).toEqual(
+        expect(routes!.map((r) => `${r.dst} via ${r.gateway}`).sort()).toEqual(
           hosts
             .map((h, j) => ({ h, j }))
             .filter(({ j }) => j !== i)
