@@ -514,6 +514,29 @@ describe('VxlanBackend adoption and repair', () => {
     expect(r.host.subscriberCount).toBe(0)
   })
 
+  it('switches tx checksum offload off when asked, and reports a failing ethtool as a warning', async () => {
+    const calls: string[] = []
+    const r = await rig({
+      cfg: config({ TxChecksumOffload: false }),
+      options: {
+        commandRunner: async (cmd, args) => {
+          calls.push([cmd, ...args].join(' '))
+          throw new Error('ethtool: not found')
+        },
+      },
+    })
+    const warning = r.next((e) => e.type === 'warning')
+    await r.start()
+    expect(calls).toEqual(['ethtool -K flannel.1 tx off'])
+    const w = await warning
+    expect(w.type === 'warning' && w.message).toContain('tx checksum offload')
+
+    const quiet: string[] = []
+    const r2 = await rig({ options: { commandRunner: async (cmd) => (quiet.push(cmd), '') } })
+    await r2.start()
+    expect(quiet).toEqual([])
+  })
+
   it('createBackend builds a vxlan backend', () => {
     const host = new MemoryHostNetwork()
     void host
