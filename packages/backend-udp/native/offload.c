@@ -99,7 +99,7 @@ static void gso_send(loop_t *l, gso_out_t *o, uint8_t **segs, size_t *lens, int 
     size_t size = lens[i];
     int n = 0;
     size_t total = 0;
-    while (i + n < count && n < 64 && total + lens[i + n] <= 65000 && lens[i + n] <= size) {
+    while (i + n < count && n < 64 && (n == 0 || (total + lens[i + n] <= 65000 && lens[i + n] <= size))) {
       o->iov[n] = (struct iovec){.iov_base = segs[i + n], .iov_len = lens[i + n]};
       total += lens[i + n];
       n++;
