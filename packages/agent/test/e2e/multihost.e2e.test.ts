@@ -5,6 +5,7 @@
  * between the hosts' pod addresses, a leaving host's entries removed on the
  * others, and hand-deleted kernel state repaired.
  */
+import { rm } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { etcdMissingReason } from '@flannel/testkit/etcd'
 import {
@@ -179,6 +180,23 @@ describe.skipIf(skip !== undefined)(
       expect(await pingMatrix(cluster!, subnets)).toEqual([])
     })
 
+    it('restarts an agent on the same subnet without duplicate entries, and traffic resumes', async () => {
+      const [before] = await readLinks(cluster!.topology.hosts[0]!.ns, 'flannel.1')
+      const subnetFile = cluster!.agents[0]!.subnetFile
+      await cluster!.stopAgent(0)
+      await rm(subnetFile, { force: true })
+      cluster!.startAgent(0)
+      const env = await cluster!.waitForSubnetEnv(0)
+      expect(env.FLANNEL_SUBNET).toBe(podAddress(subnets[0]!) + '/24')
+      const [after] = await readLinks(cluster!.topology.hosts[0]!.ns, 'flannel.1')
+      expect(after!.address).toBe(before!.address)
+      for (const host of cluster!.topology.hosts) {
+        expect(await readFdb(host.ns, 'flannel.1')).toHaveLength(2)
+        expect(await readNeighbours(host.ns, 'flannel.1')).toHaveLength(2)
+      }
+      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+    })
+
     it('removes a leaving host from the others when its lease is deleted', async () => {
       await cluster!.stopAgent(2)
       const leaving = subnets[2]!
@@ -301,6 +319,71 @@ describe.skipIf(skip !== undefined)(
         const routes = await readRoutes(host.ns)
         expect(routes.filter((r) => r.dst.startsWith('10.244.'))).toEqual([])
       }
+    })
+  },
+)
+
+describe.skipIf(skip !== undefined)(
+  `multi-host e2e: udp${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    let cluster: Cluster | undefined
+    let subnets: string[] = []
+
+    beforeAll(async () => {
+      cluster = await startCluster({
+        config: JSON.stringify({ Network: NETWORK, Backend: { Type: 'udp' } }),
+      })
+      subnets = await bringUp(cluster)
+      for (const [i, host] of cluster.topology.hosts.entries()) {
+        await host.addPodAddress(`${podAddress(subnets[i]!)}/24`)
+      }
+    }, 60_000)
+    afterAll(async () => {
+      await cluster?.destroy()
+    }, 30_000)
+
+    it('publishes udp leases (no BackendType) and sets up flannel0', async () => {
+      const leases = await cluster!.leases()
+      expect(leases).toHaveLength(3)
+      for (const [i, host] of cluster!.topology.hosts.entries()) {
+        const lease = leases.find((l) => l.key.endsWith(subnets[i]!.replace('/', '-')))
+        expect(lease?.value).toBe(`{"PublicIP":"${host.underlayIp}","PublicIPv6":null}`)
+        const [tun] = await readLinks(host.ns, 'flannel0')
+        expect(tun?.mtu).toBe(1472)
+      }
+    })
+
+    it('carries pings between every pair of pod addresses', async () => {
+      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+    })
+  },
+)
+
+describe.skipIf(skip !== undefined)(
+  `multi-host e2e: vxlan with VNI, Port and GBP${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    let cluster: Cluster | undefined
+
+    beforeAll(async () => {
+      cluster = await startCluster({
+        hosts: 1,
+        config: JSON.stringify({
+          Network: NETWORK,
+          Backend: { Type: 'vxlan', VNI: 42, Port: 4789, GBP: true },
+        }),
+      })
+      await bringUp(cluster)
+    }, 60_000)
+    afterAll(async () => {
+      await cluster?.destroy()
+    }, 30_000)
+
+    it('shows the options in ip -d link and in the lease', async () => {
+      const host = cluster!.topology.hosts[0]!
+      const [dev] = await readLinks(host.ns, 'flannel.42')
+      expect(dev!.linkinfo?.info_data).toMatchObject({ id: 42, port: 4789, gbp: true })
+      const [lease] = await cluster!.leases()
+      expect(JSON.parse(lease!.value).BackendData).toEqual({ VNI: 42, VtepMAC: dev!.address })
     })
   },
 )
