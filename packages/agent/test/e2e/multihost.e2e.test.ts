@@ -387,3 +387,39 @@ describe.skipIf(skip !== undefined)(
     })
   },
 )
+
+describe.skipIf(skip !== undefined)(
+  `multi-host e2e: vxlan DirectRouting on one L2 segment${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    let cluster: Cluster | undefined
+    let subnets: string[] = []
+
+    beforeAll(async () => {
+      cluster = await startCluster({
+        hosts: 2,
+        config: JSON.stringify({
+          Network: NETWORK,
+          Backend: { Type: 'vxlan', DirectRouting: true },
+        }),
+      })
+      subnets = await bringUp(cluster)
+      for (const [i, host] of cluster.topology.hosts.entries()) {
+        await host.addPodAddress(`${podAddress(subnets[i]!)}/24`)
+      }
+    }, 60_000)
+    afterAll(async () => {
+      await cluster?.destroy()
+    }, 30_000)
+
+    it('routes peers via their PublicIP instead of the tunnel (interop check 19), and pings', async () => {
+      const [h1, h2] = cluster!.topology.hosts
+      const direct = await waitUntil(async () =>
+        (await readRoutes(h1!.ns, { dev: 'eth0' })).find((r) => r.dst === subnets[1]),
+      )
+      expect(direct?.gateway).toBe(h2!.underlayIp)
+      expect(await readRoutes(h1!.ns, { dev: 'flannel.1' })).toEqual([])
+      expect(await readFdb(h1!.ns, 'flannel.1')).toEqual([])
+      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+    })
+  },
+)
