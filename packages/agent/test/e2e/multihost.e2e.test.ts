@@ -423,3 +423,58 @@ describe.skipIf(skip !== undefined)(
     })
   },
 )
+
+describe.skipIf(skip !== undefined)(
+  `multi-host e2e: dual-stack vxlan${skip ? ` (skipped: ${skip})` : ''}`,
+  () => {
+    let cluster: Cluster | undefined
+    const v6: string[] = []
+
+    beforeAll(async () => {
+      cluster = await startCluster({
+        hosts: 2,
+        ipv6: true,
+        config: JSON.stringify({
+          Network: NETWORK,
+          EnableIPv6: true,
+          IPv6Network: 'fd00:10::/56',
+          Backend: { Type: 'vxlan' },
+        }),
+      })
+      cluster.topology.hosts.forEach((_, i) => cluster!.startAgent(i))
+      for (const [i, host] of cluster.topology.hosts.entries()) {
+        const env = await cluster.waitForSubnetEnv(i)
+        // FLANNEL_IPV6_SUBNET is the subnet's first address with its prefix, e.g. fd00:10:0:7::1/64.
+        v6.push(env.FLANNEL_IPV6_SUBNET!)
+        await host.addPodAddress(env.FLANNEL_IPV6_SUBNET!)
+      }
+    }, 60_000)
+    afterAll(async () => {
+      await cluster?.destroy()
+    }, 30_000)
+
+    it('programs flannel-v6.1 (interop check 22) and carries IPv6 pings between pod addresses', async () => {
+      const [h1, h2] = cluster!.topology.hosts
+      const [dev] = await readLinks(h1!.ns, 'flannel-v6.1')
+      expect(dev!.linkinfo?.info_data).toMatchObject({ id: 1, local6: '2001:db8::1' })
+      const leases = await cluster!.leases()
+      expect(leases.every((l) => JSON.parse(l.value).BackendV6Data?.VNI === 1)).toBe(true)
+      const routes = await waitUntil(async () => {
+        const r = await readRoutes(h1!.ns, { dev: 'flannel-v6.1', v6: true })
+        return r.some((x) => x.gateway !== undefined) ? r : undefined
+      })
+      expect(routes?.some((r) => r.flags?.includes('onlink'))).toBe(true)
+      const src = v6[0]!.split('/')[0]!
+      const dst = v6[1]!.split('/')[0]!
+      const ok = await waitUntil(
+        () =>
+          h1!
+            .exec('ping', ['-6', '-c1', '-W1', '-I', src, dst])
+            .then((o) => o.includes('1 received')),
+        8000,
+        100,
+      )
+      expect(ok, `${src} -> ${dst} (${h2!.ns})`).toBe(true)
+    })
+  },
+)

@@ -21,6 +21,8 @@ export interface ClusterOptions {
   readonly agentFlags?: readonly string[]
   /** Run prefix for the namespaces. */
   readonly prefix?: string
+  /** Give the underlay IPv6 too (see `TopologyOptions.ipv6`). */
+  readonly ipv6?: boolean
 }
 
 /** One `flannel-agent` process of a {@link Cluster}. */
@@ -83,6 +85,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   try {
     topology = await createTopology({
       hosts: options.hosts ?? 3,
+      ...(options.ipv6 ? { ipv6: true } : {}),
       ...(options.prefix ? { prefix: options.prefix } : {}),
     })
     etcd = await startEtcd({ netns: topology.switchNs, host: topology.switchIp })

@@ -83,6 +83,8 @@ export interface TopologyOptions {
   readonly prefix?: string
   /** First three octets of the /24 underlay (default `192.0.2`, TEST-NET-1). */
   readonly underlay?: string
+  /** Also give the underlay IPv6 (`2001:db8::<n>/64`, documentation range; switch `2001:db8::fe`). */
+  readonly ipv6?: boolean
 }
 
 /** Hosts joined by a switch namespace; `destroy()` removes everything. */
@@ -160,6 +162,19 @@ export async function createTopology(options: TopologyOptions = {}): Promise<Top
     await execCommand('ip', ['-n', ns, 'addr', 'add', `${underlayIp}/24`, 'dev', 'eth0'])
     await execCommand('ip', ['-n', ns, 'link', 'set', 'eth0', 'up'])
     await execCommand('ip', ['-n', ns, 'route', 'add', 'default', 'via', switchIp])
+    if (options.ipv6) {
+      await execCommand('ip', [
+        '-n',
+        ns,
+        'addr',
+        'add',
+        `2001:db8::${n.toString(16)}/64`,
+        'dev',
+        'eth0',
+        'nodad',
+      ])
+      await nsExec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.all.forwarding=1'])
+    }
     await nsExec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1'])
     const host: NetnsHost = {
       ns,
@@ -193,6 +208,18 @@ export async function createTopology(options: TopologyOptions = {}): Promise<Top
     await addNs(switchNs)
     await execCommand('ip', ['-n', switchNs, 'link', 'add', 'br0', 'type', 'bridge'])
     await execCommand('ip', ['-n', switchNs, 'addr', 'add', `${switchIp}/24`, 'dev', 'br0'])
+    if (options.ipv6) {
+      await execCommand('ip', [
+        '-n',
+        switchNs,
+        'addr',
+        'add',
+        '2001:db8::fe/64',
+        'dev',
+        'br0',
+        'nodad',
+      ])
+    }
     await execCommand('ip', ['-n', switchNs, 'link', 'set', 'br0', 'up'])
     for (let i = 0; i < (options.hosts ?? 3); i++) await addHost()
   } catch (error) {
