@@ -4,7 +4,7 @@ import { InvalidArgumentError, silentLogger, type Logger } from '@flannel/core'
 export const DEFAULT_PREFIX = '/coreos.com/network'
 /** flanneld's lease TTL: 24 h. */
 export const DEFAULT_LEASE_TTL_SECONDS = 86_400
-/** Default time to establish a connection. */
+/** Default longest single attempt (connecting included). */
 export const DEFAULT_DIAL_TIMEOUT_MS = 5_000
 /** Default time a call may take, retries included, before it fails with `RegistryUnavailableError`. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000
@@ -25,7 +25,11 @@ export interface EtcdRegistryOptions {
   readonly tls?: { readonly ca?: Pem; readonly cert?: Pem; readonly key?: Pem }
   /** etcd user name and password. */
   readonly auth?: { readonly username: string; readonly password: string }
-  /** Connection establishment timeout in ms (default 5000). */
+  /**
+   * Longest single attempt in ms, connecting included (default 5000): a
+   * request that neither connects nor answers by then is abandoned and
+   * retried, within `requestTimeoutMs`.
+   */
   readonly dialTimeoutMs?: number
   /** Budget of one registry call in ms, retries included (default 10000). */
   readonly requestTimeoutMs?: number

@@ -70,6 +70,7 @@ export class EtcdRegistry implements SubnetRegistry {
     this.store = new EtcdStore(this.client, {
       keys: this.keys,
       requestTimeoutMs: this.options.requestTimeoutMs,
+      dialTimeoutMs: this.options.dialTimeoutMs,
       leaseTtlSeconds: this.options.leaseTtlSeconds,
       random: this.options.random,
       logger: this.logger,

@@ -99,6 +99,8 @@ export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefine
 export interface RetrySettings {
   /** Total budget in ms. */
   readonly timeoutMs: number
+  /** Longest single attempt in ms (connecting included); then it is abandoned and retried. */
+  readonly attemptTimeoutMs?: number | undefined
   readonly random: () => number
   readonly logger: Logger
   readonly signal?: AbortSignal | undefined
@@ -107,7 +109,8 @@ export interface RetrySettings {
 /**
  * Runs `attempt` until it succeeds, retrying transient etcd failures with
  * exponential backoff and jitter within `timeoutMs`. `attempt` gets the
- * absolute deadline (ms since epoch) to use as its gRPC call deadline.
+ * absolute deadline (ms since epoch) to use as its gRPC call deadline: the
+ * overall one, or `attemptTimeoutMs` from now when that comes first.
  *
  * @throws RegistryUnavailableError when the budget runs out on transient failures.
  * @throws EtcdRequestError when etcd refuses the request for good.
@@ -123,7 +126,11 @@ export async function withRetry<T>(
   for (let n = 0; ; n++) {
     throwIfAborted(signal)
     try {
-      return await raceAbort(attempt(deadline), signal)
+      const attemptDeadline =
+        settings.attemptTimeoutMs === undefined
+          ? deadline
+          : Math.min(deadline, Date.now() + settings.attemptTimeoutMs)
+      return await raceAbort(attempt(attemptDeadline), signal)
     } catch (err) {
       if (isFlannelError(err)) {
         if (err instanceof AbortError || !err.retryable) throw err

@@ -37,6 +37,8 @@ export type Parsed = { ok: true; lease: StoredLease } | { ok: false; reason: str
 export interface StoreSettings {
   readonly keys: KeyLayout
   readonly requestTimeoutMs: number
+  /** Longest single attempt (connecting included) before it is retried. */
+  readonly dialTimeoutMs?: number | undefined
   readonly leaseTtlSeconds: number
   readonly random: () => number
   readonly logger: Logger
@@ -74,6 +76,7 @@ export class EtcdStore {
       operation,
       {
         timeoutMs: this.settings.requestTimeoutMs,
+        attemptTimeoutMs: this.settings.dialTimeoutMs,
         random: this.settings.random,
         logger: this.settings.logger,
         signal,

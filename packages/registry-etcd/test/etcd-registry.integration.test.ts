@@ -445,8 +445,9 @@ describeEtcd(`EtcdRegistry watch recovery${missing ? ` (skipped: ${missing})` : 
     const r = new EtcdRegistry({
       endpoints: etcd.endpoints,
       prefix,
-      requestTimeoutMs: 1000,
-      dialTimeoutMs: 500,
+      // tight enough to see failures quickly, loose enough for a loaded CI machine
+      requestTimeoutMs: 2000,
+      dialTimeoutMs: 1000,
       logger: counting,
     })
     const peer = new EtcdRegistry({ endpoints: etcd.endpoints, prefix })

@@ -1,8 +1,14 @@
 import { describe, expect, it } from 'vitest'
-import { InvalidArgumentError } from '@flannel/core'
-import { EtcdRegistry } from '@flannel/registry-etcd'
+import {
+  InvalidArgumentError,
+  RegistryUnavailableError,
+  isFlannelError,
+  silentLogger,
+} from '@flannel/core'
+import { EtcdPermissionDeniedError, GRPCUnavailableError } from 'etcd3'
+import { EtcdRegistry, EtcdRequestError } from '@flannel/registry-etcd'
 import { keyLayout } from '../src/keys.js'
-import { backoffDelay } from '../src/retry.js'
+import { backoffDelay, withRetry } from '../src/retry.js'
 import { resolveOptions } from '../src/options.js'
 
 describe('key layout', () => {
@@ -71,5 +77,61 @@ describe('backoff', () => {
     expect(backoffDelay(3, () => 0)).toBe(200)
     expect(backoffDelay(20, () => 0.999)).toBeLessThanOrEqual(2000)
     expect(backoffDelay(20, () => 0)).toBe(1000)
+  })
+})
+
+describe('withRetry', () => {
+  const settings = { timeoutMs: 400, random: () => 0, logger: silentLogger }
+  const unavailable = (): Error =>
+    new GRPCUnavailableError('14 UNAVAILABLE: No connection established')
+
+  it('retries transient failures and returns the first success', async () => {
+    let calls = 0
+    const value = await withRetry('op', settings, async () => {
+      if (++calls < 3) throw unavailable()
+      return 'ok'
+    })
+    expect([value, calls]).toEqual(['ok', 3])
+  })
+
+  it('gives each attempt the earlier of the overall deadline and attemptTimeoutMs', async () => {
+    const deadlines: number[] = []
+    const start = Date.now()
+    await withRetry('op', { ...settings, timeoutMs: 60_000, attemptTimeoutMs: 100 }, async (d) => {
+      deadlines.push(d)
+      return 1
+    })
+    expect(deadlines[0]!).toBeLessThanOrEqual(Date.now() + 100)
+    expect(deadlines[0]!).toBeGreaterThanOrEqual(start + 100)
+  })
+
+  it('ends with RegistryUnavailableError when the budget runs out on transient failures', async () => {
+    const err = await withRetry('list leases', settings, async () => {
+      throw unavailable()
+    }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(RegistryUnavailableError)
+    expect((err as Error).message).toMatch(
+      /^etcd unavailable: list leases did not succeed within 400 ms/,
+    )
+  })
+
+  it('does not retry a refusal: EtcdRequestError at once', async () => {
+    let calls = 0
+    const err = await withRetry('read config', settings, async () => {
+      calls++
+      throw new EtcdPermissionDeniedError('etcdserver: permission denied')
+    }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(EtcdRequestError)
+    expect(calls).toBe(1)
+  })
+
+  it('rejects with AbortError as soon as the signal aborts', async () => {
+    const ac = new AbortController()
+    const p = withRetry('op', { ...settings, timeoutMs: 60_000, signal: ac.signal }, async () => {
+      throw unavailable()
+    })
+    setTimeout(() => ac.abort(), 30)
+    const err = await p.catch((e: unknown) => e)
+    expect(isFlannelError(err, 'ABORTED')).toBe(true)
   })
 })
