@@ -66,6 +66,37 @@ async function pingMatrix(cluster: Cluster, subnets: readonly string[]): Promise
   return failures
 }
 
+/** A TCP echo server on each pod address; returns the pairs whose 1 MiB did not come back whole. */
+async function tcpMatrix(
+  cluster: Cluster,
+  subnets: readonly string[],
+  bytes = 1 << 20,
+): Promise<string[]> {
+  const hosts = cluster.topology.hosts
+  const port = 18000 + Math.floor(Math.random() * 1000)
+  const servers = hosts.map((h, i) =>
+    h.spawn(process.execPath, [
+      '-e',
+      `require('net').createServer((s) => s.pipe(s)).listen(${port}, '${podAddress(subnets[i]!)}', () => console.log('listening'))`,
+    ]),
+  )
+  try {
+    await Promise.all(servers.map((s) => s.waitFor(/listening/)))
+    const failures: string[] = []
+    for (const [i, from] of hosts.entries()) {
+      for (let j = 0; j < hosts.length; j++) {
+        if (i === j) continue
+        const client = `const c = require('net').connect({ host: '${podAddress(subnets[j]!)}', port: ${port}, localAddress: '${podAddress(subnets[i]!)}' }); let n = 0; c.on('data', (d) => { n += d.length; if (n >= ${bytes}) { console.log(n); c.destroy() } }); c.write(Buffer.alloc(${bytes}, 7)); setTimeout(() => { console.log(n); process.exit(1) }, 8000).unref()`
+        const got = await from.exec(process.execPath, ['-e', client]).catch(() => '0')
+        if (Number(got.trim()) !== bytes) failures.push(`${i + 1} -> ${j + 1}: ${got.trim()} bytes`)
+      }
+    }
+    return failures
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()))
+  }
+}
+
 describe.skipIf(skip !== undefined)(
   `multi-host e2e: vxlan${skip ? ` (skipped: ${skip})` : ''}`,
   () => {
@@ -135,6 +166,10 @@ describe.skipIf(skip !== undefined)(
 
     it('carries pings between every pair of pod addresses', async () => {
       expect(await pingMatrix(cluster!, subnets)).toEqual([])
+    })
+
+    it('carries a 1 MiB TCP echo between every pair of pod addresses', async () => {
+      expect(await tcpMatrix(cluster!, subnets)).toEqual([])
     })
 
     it('restores a route, a neighbour and an FDB entry deleted by hand', async () => {
@@ -263,6 +298,10 @@ describe.skipIf(skip !== undefined)(
 
     it('carries pings between every pair of pod addresses', async () => {
       expect(await pingMatrix(cluster!, subnets)).toEqual([])
+    })
+
+    it('carries a 1 MiB TCP echo between every pair of pod addresses', async () => {
+      expect(await tcpMatrix(cluster!, subnets)).toEqual([])
     })
 
     it('restores a route deleted by hand', async () => {
