@@ -17,12 +17,12 @@ import {
   type NetworkConfig,
   type NetworkEvent,
   type RegisterOptions,
+  sleep,
 } from '@flannel/core'
 import { AliApi, createRpcClient, type AliRpcClient } from './api.js'
 import { AliApiError, AliDiscoveryError, AliRouteTimeoutError } from './errors.js'
 import { DEFAULT_METADATA_ENDPOINT, readMetadata } from './metadata.js'
 import { planRoutes, type RouteEntry } from './plan.js'
-import { sleep } from './sleep.js'
 
 // Answers meaning "not now": a route entry of the table is still changing, or throttling.
 const BUSY_CODES =

@@ -1,6 +1,5 @@
-import { AbortError, throwIfAborted } from '@flannel/core'
+import { AbortError, sleep, throwIfAborted } from '@flannel/core'
 import { AliMetadataError } from './errors.js'
-import { sleep } from './sleep.js'
 
 /** The metadata server every ECS instance reaches. */
 export const DEFAULT_METADATA_ENDPOINT = 'http://100.100.100.200'

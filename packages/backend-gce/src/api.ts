@@ -1,6 +1,5 @@
-import { AbortError } from '@flannel/core'
+import { AbortError, sleep } from '@flannel/core'
 import { GceApiError, GceAuthError, GceOperationError, GceOperationTimeoutError } from './errors.js'
-import { sleep } from './sleep.js'
 
 /** A Compute route, as the SDK returns it (the fields used here). */
 export interface Route {

@@ -9,8 +9,9 @@ import {
   type Logger,
   type NetworkConfig,
   type PreviousSubnets,
+  sleep,
 } from '@flannel/core'
-import { backoffDelay, sleep } from './retry.js'
+import { backoffDelay } from './retry.js'
 import type { EtcdStore } from './store.js'
 
 /** Attempts after lost create races (flanneld gives up after 10 and exits; we keep trying longer). */

@@ -2,6 +2,7 @@ import {
   AbortError,
   RegistryUnavailableError,
   isFlannelError,
+  sleep,
   throwIfAborted,
   type Logger,
 } from '@flannel/core'
@@ -50,25 +51,6 @@ export function backoffDelay(
 ): number {
   const base = Math.min(max, initial * 2 ** Math.min(attempt, 30))
   return Math.round(base / 2 + (base / 2) * random())
-}
-
-/** Resolves after `ms`, or rejects with `AbortError` as soon as `signal` aborts. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(new AbortError(undefined, { cause: signal.reason }))
-      return
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      reject(new AbortError(undefined, { cause: signal?.reason }))
-    }
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
 }
 
 /**

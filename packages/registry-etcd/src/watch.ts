@@ -3,13 +3,14 @@ import {
   AbortError,
   diffLeases,
   isFlannelError,
+  sleep,
   type Lease,
   type LeaseEvent,
   type Logger,
 } from '@flannel/core'
 import type { IWatchResponse, Watcher } from 'etcd3'
 import type { KeyLayout } from './keys.js'
-import { backoffDelay, sleep } from './retry.js'
+import { backoffDelay } from './retry.js'
 import type { EtcdStore } from './store.js'
 
 /** Resync backoff after a lost watch (flanneld: 100 ms doubling, capped at 5 s). */
