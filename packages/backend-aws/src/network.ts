@@ -1,6 +1,13 @@
 import type { Observable } from 'rxjs'
-import type { Ip4Net, Lease, LeaseEvent, Logger, Network, NetworkEvent } from '@flannel/core'
-import { collectStale } from './collector.js'
+import {
+  runStaleRouteCollector,
+  type Ip4Net,
+  type Lease,
+  type LeaseEvent,
+  type Logger,
+  type Network,
+  type NetworkEvent,
+} from '@flannel/core'
 import type { Ec2Api } from './ec2.js'
 import { staleRoutes } from './plan.js'
 
@@ -33,7 +40,7 @@ export class AwsVpcNetwork implements Network {
   }
 
   run(events: Observable<LeaseEvent[]>): Observable<NetworkEvent> {
-    return collectStale(events, {
+    return runStaleRouteCollector(events, {
       own: this.lease,
       ignoredReason: 'aws-vpc: each host routes its own subnet in the VPC route table',
       enabled: this.init.collect,

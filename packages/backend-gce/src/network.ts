@@ -1,7 +1,14 @@
 import type { Observable } from 'rxjs'
-import type { Ip4Net, Lease, LeaseEvent, Logger, Network, NetworkEvent } from '@flannel/core'
+import {
+  runStaleRouteCollector,
+  type Ip4Net,
+  type Lease,
+  type LeaseEvent,
+  type Logger,
+  type Network,
+  type NetworkEvent,
+} from '@flannel/core'
 import type { GceApi } from './api.js'
-import { collectStale } from './collector.js'
 import { staleRoutes } from './plan.js'
 
 /** What {@link GceNetwork} needs from registration. */
@@ -33,7 +40,7 @@ export class GceNetwork implements Network {
   }
 
   run(events: Observable<LeaseEvent[]>): Observable<NetworkEvent> {
-    return collectStale(events, {
+    return runStaleRouteCollector(events, {
       own: this.lease,
       ignoredReason: 'gce: each host routes its own subnet in the VPC network',
       enabled: this.init.collect,

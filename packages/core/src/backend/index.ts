@@ -8,4 +8,6 @@ export type {
   RegisterOptions,
 } from './types.js'
 export { lookupBackend } from './lookup.js'
+export { runStaleRouteCollector } from './collector.js'
+export type { StaleRouteCollection, StaleRouteCollectorInit } from './collector.js'
 export type { BackendEntry, BackendTable } from './lookup.js'

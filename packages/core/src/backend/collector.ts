@@ -1,8 +1,10 @@
 import { Observable } from 'rxjs'
-import { isFlannelError, type Lease, type LeaseEvent, type NetworkEvent } from '@flannel/core'
+import { isFlannelError } from '../errors.js'
+import type { Lease, LeaseEvent } from '../lease/types.js'
+import type { NetworkEvent } from './types.js'
 
-/** What {@link collectStale} needs. */
-export interface CollectorInit {
+/** What {@link runStaleRouteCollector} needs. */
+export interface StaleRouteCollectorInit {
   /** This host's lease: always live. */
   readonly own: Lease
   /** Why peers' leases need no local work (the `ignored` reason). */
@@ -12,11 +14,11 @@ export interface CollectorInit {
   /** Pause between a change and the collection it triggers, so that leases acquired meanwhile count as live. */
   readonly delayMs: number
   /** Called on subscribe: the collection step and how to release what it uses. */
-  readonly start: () => Collection
+  readonly start: () => StaleRouteCollection
 }
 
-/** One subscription's collection step. */
-export interface Collection {
+/** One subscription's collection step (supplied by the backend). */
+export interface StaleRouteCollection {
   /**
    * Removes what no live lease owns. `only` limits it to those subnets;
    * undefined means every subnet. Emits what it removed through `emit`.
@@ -32,16 +34,30 @@ export interface Collection {
 }
 
 /**
- * The `run` of the cloud backends: tracks the live leases from the event
- * stream and collects routes nobody owns. The first batch (every live lease)
- * triggers a full collection, later `removed` leases a collection of just
- * their subnets. Collections run one at a time, `delayMs` after the change
+ * A ready-made `Network.run` for backends whose routes live outside the
+ * host (cloud route tables): tracks the live leases from the event stream,
+ * reports each peer lease as `ignored`, and lets the backend collect routes
+ * nobody owns. The first batch (every live lease) triggers a full
+ * collection, later `removed` leases a collection of just their subnets. Collections run one at a time, `delayMs` after the change
  * (changes meanwhile are merged). Unsubscribing aborts a running collection
  * and clears the timer.
+ *
+ * @example
+ * ```ts
+ * run(events: Observable<LeaseEvent[]>): Observable<NetworkEvent> {
+ *   return runStaleRouteCollector(events, {
+ *     own: this.lease,
+ *     ignoredReason: 'my-cloud: the route table carries the traffic',
+ *     enabled: true,
+ *     delayMs: 1000,
+ *     start: () => ({ collect: (live, only, signal, emit) => deleteOrphans(live, only, signal, emit), close: () => {} }),
+ *   })
+ * }
+ * ```
  */
-export function collectStale(
+export function runStaleRouteCollector(
   events: Observable<LeaseEvent[]>,
-  init: CollectorInit,
+  init: StaleRouteCollectorInit,
 ): Observable<NetworkEvent> {
   return new Observable<NetworkEvent>((subscriber) => {
     const abort = new AbortController()

@@ -1,7 +1,12 @@
 import { Subject } from 'rxjs'
 import { describe, expect, it } from 'vitest'
-import { Ip4Net, type Lease, type LeaseEvent, type NetworkEvent } from '@flannel/core'
-import { collectStale } from '../src/collector.js'
+import {
+  Ip4Net,
+  runStaleRouteCollector,
+  type Lease,
+  type LeaseEvent,
+  type NetworkEvent,
+} from '@flannel/core'
 
 const lease = (subnet: string): Lease => ({
   subnet: Ip4Net.parse(subnet),
@@ -17,7 +22,7 @@ function harness(delayMs: number, enabled = true) {
   let aborted = false
   const events = new Subject<LeaseEvent[]>()
   const seen: NetworkEvent[] = []
-  const sub = collectStale(events, {
+  const sub = runStaleRouteCollector(events, {
     own: lease('10.5.34.0/24'),
     ignoredReason: 'test',
     enabled,
@@ -36,7 +41,7 @@ function harness(delayMs: number, enabled = true) {
   return { runs, events, seen, sub, closed: () => closed, aborted: () => aborted }
 }
 
-describe('collectStale', () => {
+describe('runStaleRouteCollector', () => {
   it('collects everything after the first batch, then only removed subnets, merging changes made during the delay', async () => {
     const h = harness(30)
     h.events.next([{ type: 'added', lease: lease('10.5.1.0/24') }])
