@@ -18,6 +18,7 @@ import {
   type NetworkEvent,
   type RegisterOptions,
   sleep,
+  setUpOrReleaseLease,
 } from '@flannel/core'
 import { AliApi, createRpcClient, type AliRpcClient } from './api.js'
 import { AliApiError, AliDiscoveryError, AliRouteTimeoutError } from './errors.js'
@@ -150,14 +151,9 @@ export class AliVpcBackend implements Backend {
         { publicIP },
         { signal, previous: opts.previous },
       )
-      try {
-        await this.reconcile(api, where, lease, signal)
-      } catch (err) {
-        await this.ctx.registry.releaseLease(lease).catch((releaseErr: unknown) => {
-          this.logger.warn({ err: releaseErr }, 'could not release the lease after a failed start')
-        })
-        throw err
-      }
+      await setUpOrReleaseLease(this.ctx.registry, lease, this.logger, () =>
+        this.reconcile(api, where, lease, signal),
+      )
       return new AliVpcNetwork(lease, this.ctx.extIface.mtu)
     } finally {
       api.close()

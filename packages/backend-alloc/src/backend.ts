@@ -1,4 +1,5 @@
 import {
+  acquireBackendLease,
   silentLogger,
   throwIfAborted,
   type Backend,
@@ -41,20 +42,7 @@ export class AllocBackend implements Backend {
     const ext = this.ctx.extIface
     // flanneld's alloc publishes PublicIP only, even in dual-stack mode.
     const attrs: LeaseAttrs = { publicIP: ext.extAddr ?? '0.0.0.0' }
-    let lease: Lease
-    try {
-      lease = await this.ctx.registry.acquireLease(attrs, {
-        signal: opts.signal,
-        previous: opts.previous,
-      })
-    } catch (error) {
-      if (opts.signal?.aborted) throw error
-      throw prefixMessage(error, 'failed to acquire lease')
-    }
-    if (opts.signal?.aborted) {
-      await this.ctx.registry.releaseLease(lease).catch(() => undefined)
-      throwIfAborted(opts.signal)
-    }
+    const lease = await acquireBackendLease(this.ctx.registry, attrs, opts)
     this.logger.info({ subnet: lease.subnet.toString() }, 'alloc lease acquired')
     return new AllocNetwork(lease, ext.mtu)
   }
@@ -74,11 +62,3 @@ class AllocNetwork implements Network {
 
 /** Creates an {@link AllocBackend} (for backend lookup by Type). */
 export const createBackend = (ctx: BackendContext): Backend => new AllocBackend(ctx)
-
-function prefixMessage(error: unknown, prefix: string): unknown {
-  if (error instanceof Error) {
-    error.message = `${prefix}: ${error.message}`
-    return error
-  }
-  return new Error(`${prefix}: ${String(error)}`)
-}

@@ -20,6 +20,7 @@ import {
   type Network,
   type NetworkConfig,
   type RegisterOptions,
+  setUpOrReleaseLease,
 } from '@flannel/core'
 import { Ec2Api, type RouteTarget } from './ec2.js'
 import { AwsApiError, AwsDiscoveryError } from './errors.js'
@@ -139,27 +140,26 @@ export class AwsVpcBackend implements Backend {
         { publicIP },
         { signal, previous: opts.previous },
       )
-      const undo: Undo[] = []
-      try {
-        await this.disableSourceDestCheck(api, where, undo, signal)
-        for (const id of where.tableIds) {
-          await this.cleanBlackholes(api, id, tables.get(id) ?? [], network, signal)
-          await this.ensureOwnRoute(
-            api,
-            id,
-            lease.subnet,
-            where.eni.NetworkInterfaceId,
-            undo,
-            signal,
-          )
+      await setUpOrReleaseLease(this.ctx.registry, lease, this.logger, async () => {
+        const undo: Undo[] = []
+        try {
+          await this.disableSourceDestCheck(api, where, undo, signal)
+          for (const id of where.tableIds) {
+            await this.cleanBlackholes(api, id, tables.get(id) ?? [], network, signal)
+            await this.ensureOwnRoute(
+              api,
+              id,
+              lease.subnet,
+              where.eni.NetworkInterfaceId,
+              undo,
+              signal,
+            )
+          }
+        } catch (err) {
+          await this.rollback(undo)
+          throw err
         }
-      } catch (err) {
-        await this.rollback(undo)
-        await this.ctx.registry.releaseLease(lease).catch((releaseErr: unknown) => {
-          this.logger.warn({ err: releaseErr }, 'could not release the lease after a failed start')
-        })
-        throw err
-      }
+      })
       return new AwsVpcNetwork({
         lease,
         mtu: this.ctx.extIface.mtu,

@@ -11,6 +11,7 @@ import {
   type Network,
   type NetworkConfig,
   type RegisterOptions,
+  setUpOrReleaseLease,
 } from '@flannel/core'
 import { GceApi, type Route } from './api.js'
 import { GceApiError, GceDiscoveryError, GceOperationError } from './errors.js'
@@ -131,14 +132,9 @@ export class GceBackend implements Backend {
         { publicIP },
         { signal, previous: opts.previous },
       )
-      try {
-        await this.ensureRoute(api, where.project, lease.subnet, networkLink, instanceLink, signal)
-      } catch (err) {
-        await this.ctx.registry.releaseLease(lease).catch((releaseErr: unknown) => {
-          this.logger.warn({ err: releaseErr }, 'could not release the lease after a failed start')
-        })
-        throw err
-      }
+      await setUpOrReleaseLease(this.ctx.registry, lease, this.logger, () =>
+        this.ensureRoute(api, where.project, lease.subnet, networkLink, instanceLink, signal),
+      )
       return new GceNetwork({
         lease,
         mtu: this.ctx.extIface.mtu,

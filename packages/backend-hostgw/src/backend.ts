@@ -1,10 +1,10 @@
 import {
+  acquireBackendLease,
   silentLogger,
   throwIfAborted,
   type Backend,
   type BackendContext,
   type ExternalInterface,
-  type Lease,
   type LeaseAttrs,
   type Logger,
   type Network,
@@ -71,21 +71,8 @@ export class HostGwBackend implements Backend {
       ...(config.enableIPv6 && ext.extV6Addr ? { publicIPv6: ext.extV6Addr } : {}),
       backendType: 'host-gw',
     }
-    let lease: Lease
-    try {
-      lease = await this.ctx.registry.acquireLease(attrs, {
-        signal: opts.signal,
-        previous: opts.previous,
-      })
-    } catch (error) {
-      if (opts.signal?.aborted) throw error
-      throw annotate(error, 'failed to acquire lease')
-    }
-    if (opts.signal?.aborted) {
-      // Aborted while acquiring: give the lease back so nothing is left behind.
-      await this.ctx.registry.releaseLease(lease).catch(() => undefined)
-      throwIfAborted(opts.signal)
-    }
+    // Aborted while acquiring: the lease is given back, so nothing is left behind.
+    const lease = await acquireBackendLease(this.ctx.registry, attrs, opts)
     this.logger.info({ subnet: lease.subnet.toString() }, 'host-gw lease acquired')
     return new HostGwNetwork({
       lease,
@@ -136,12 +123,4 @@ async function checkPublicAddresses(
       )
     }
   }
-}
-
-function annotate(error: unknown, prefix: string): unknown {
-  if (error instanceof Error) {
-    error.message = `${prefix}: ${error.message}`
-    return error
-  }
-  return new Error(`${prefix}: ${String(error)}`)
 }

@@ -1,0 +1,74 @@
+import { throwIfAborted } from '../errors.js'
+import type { Lease, LeaseAttrs } from '../lease/types.js'
+import type { Logger } from '../logger.js'
+import type { SubnetRegistry } from '../registry/types.js'
+import type { RegisterOptions } from './types.js'
+
+/**
+ * Acquires this host's lease for `registerNetwork`. A failure other than an
+ * abort gets flanneld's prefix `failed to acquire lease: ` on its message
+ * (same error object, so its class and code are kept). When `opts.signal`
+ * aborts while the registry was answering, the lease just acquired is
+ * released again (best effort) and an `AbortError` thrown, so nothing is
+ * left behind.
+ *
+ * @example
+ * ```ts
+ * const lease = await acquireBackendLease(ctx.registry, { publicIP: '192.0.2.10' }, opts)
+ * ```
+ */
+export async function acquireBackendLease(
+  registry: SubnetRegistry,
+  attrs: LeaseAttrs,
+  opts: RegisterOptions = {},
+): Promise<Lease> {
+  let lease: Lease
+  try {
+    lease = await registry.acquireLease(attrs, { signal: opts.signal, previous: opts.previous })
+  } catch (error) {
+    if (opts.signal?.aborted) throw error
+    throw prefixMessage(error, 'failed to acquire lease')
+  }
+  if (opts.signal?.aborted) {
+    await registry.releaseLease(lease).catch(() => undefined)
+    throwIfAborted(opts.signal)
+  }
+  return lease
+}
+
+/**
+ * Runs the backend's set-up steps for a freshly acquired `lease`. When they
+ * fail, the lease is released (a failed release is only logged as a warning)
+ * and the set-up's error is rethrown, so a failed start leaves no lease
+ * behind. Undoing the set-up's own changes stays the caller's job, inside
+ * `setUp`.
+ *
+ * @example
+ * ```ts
+ * const lease = await ctx.registry.acquireLease({ publicIP }, { signal, previous })
+ * await setUpOrReleaseLease(ctx.registry, lease, logger, () => addRoute(lease.subnet, signal))
+ * ```
+ */
+export async function setUpOrReleaseLease(
+  registry: SubnetRegistry,
+  lease: Lease,
+  logger: Logger,
+  setUp: () => Promise<void>,
+): Promise<void> {
+  try {
+    await setUp()
+  } catch (err) {
+    await registry.releaseLease(lease).catch((releaseErr: unknown) => {
+      logger.warn({ err: releaseErr }, 'could not release the lease after a failed start')
+    })
+    throw err
+  }
+}
+
+function prefixMessage(error: unknown, prefix: string): unknown {
+  if (error instanceof Error) {
+    error.message = `${prefix}: ${error.message}`
+    return error
+  }
+  return new Error(`${prefix}: ${String(error)}`)
+}

@@ -1,0 +1,80 @@
+import { describe, expect, it } from 'vitest'
+import {
+  AbortError,
+  InvalidArgumentError,
+  MemoryRegistry,
+  acquireBackendLease,
+  setUpOrReleaseLease,
+  silentLogger,
+  type LeaseAttrs,
+  type Logger,
+} from '@flannel/core'
+
+const CONFIG = { Network: '10.5.0.0/16' }
+const ME: LeaseAttrs = { publicIP: '192.0.2.10' }
+
+describe('acquireBackendLease', () => {
+  it('returns the acquired lease', async () => {
+    const registry = new MemoryRegistry(CONFIG)
+    const lease = await acquireBackendLease(registry, ME)
+    expect(registry.listLeases().map((l) => l.subnet.toString())).toEqual([lease.subnet.toString()])
+  })
+
+  it("prefixes flanneld's wording and keeps the error's class", async () => {
+    const registry = new MemoryRegistry(CONFIG)
+    const err = await acquireBackendLease(registry, { publicIP: 'nope' }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(InvalidArgumentError)
+    expect((err as Error).message).toMatch(/^failed to acquire lease: /)
+  })
+
+  it('releases the lease and throws AbortError when aborted while acquiring', async () => {
+    const registry = new MemoryRegistry(CONFIG)
+    const ac = new AbortController()
+    const acquire = registry.acquireLease.bind(registry)
+    registry.acquireLease = async (attrs, _opts) => {
+      const lease = await acquire(attrs, {})
+      ac.abort()
+      return lease
+    }
+    await expect(acquireBackendLease(registry, ME, { signal: ac.signal })).rejects.toBeInstanceOf(
+      AbortError,
+    )
+    expect(registry.listLeases()).toEqual([])
+  })
+})
+
+describe('setUpOrReleaseLease', () => {
+  it('keeps the lease when the set-up succeeds', async () => {
+    const registry = new MemoryRegistry(CONFIG)
+    const lease = await registry.acquireLease(ME)
+    await setUpOrReleaseLease(registry, lease, silentLogger, async () => undefined)
+    expect(registry.listLeases()).toHaveLength(1)
+  })
+
+  it("releases the lease and rethrows the set-up's error", async () => {
+    const registry = new MemoryRegistry(CONFIG)
+    const lease = await registry.acquireLease(ME)
+    const boom = new Error('route refused')
+    await expect(
+      setUpOrReleaseLease(registry, lease, silentLogger, async () => {
+        throw boom
+      }),
+    ).rejects.toBe(boom)
+    expect(registry.listLeases()).toEqual([])
+  })
+
+  it("logs a failed release and still rethrows the set-up's error", async () => {
+    const registry = new MemoryRegistry(CONFIG)
+    const lease = await registry.acquireLease(ME)
+    registry.releaseLease = () => Promise.reject(new Error('registry down'))
+    const warnings: unknown[] = []
+    const logger: Logger = { ...silentLogger, warn: (...args: unknown[]) => warnings.push(args) }
+    const boom = new Error('route refused')
+    await expect(
+      setUpOrReleaseLease(registry, lease, logger, async () => {
+        throw boom
+      }),
+    ).rejects.toBe(boom)
+    expect(warnings).toHaveLength(1)
+  })
+})
