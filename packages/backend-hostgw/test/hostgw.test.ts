@@ -1,4 +1,5 @@
 import {
+  MemoryRegistry,
   isFlannelError,
   parseNetworkConfig,
   type ExternalInterface,
@@ -9,15 +10,22 @@ import { FLANNEL_ROUTE_PROTOCOL, MemoryHostNetwork, RTPROT_BOOT } from '@flannel
 import { Subject, firstValueFrom, filter, timeout } from 'rxjs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { HostGwBackend, PublicIpNotLocalError, createBackend } from '../src/index.js'
-import { FixedLeaseRegistry, peer } from './helpers/fake-registry.js'
+import { peer } from './helpers/peer-lease.js'
 
-const config4 = parseNetworkConfig({ Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } })
-const config46 = parseNetworkConfig({
+const json4 = { Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } }
+const json46 = {
   Network: '10.244.0.0/16',
   EnableIPv6: true,
   IPv6Network: 'fd00:10::/56',
   Backend: { Type: 'host-gw' },
-})
+}
+const config4 = parseNetworkConfig(json4)
+const config46 = parseNetworkConfig(json46)
+
+/** core's in-memory registry; its first pick (random 0) is 10.244.1.0/24, as the rigs expect. */
+function leaseRegistry(json: object): MemoryRegistry {
+  return new MemoryRegistry(json, { random: () => 0 })
+}
 
 interface Rig {
   host: MemoryHostNetwork
@@ -65,11 +73,7 @@ async function rig(
     ...(options.v6 ? { ifaceV6Addr: '2001:db8::1', extV6Addr: '2001:db8::1' } : {}),
   }
   const config = options.v6 ? config46 : config4
-  const registry = new FixedLeaseRegistry(
-    config,
-    '10.244.1.0/24',
-    options.v6 ? 'fd00:10::/64' : undefined,
-  )
+  const registry = leaseRegistry(options.v6 ? json46 : json4)
   const backend = new HostGwBackend(
     { registry, extIface: ext },
     { host, repairDelayMs: 1, checkIntervalMs: 60_000 },
@@ -107,7 +111,7 @@ describe('HostGwBackend.registerNetwork', () => {
       address: '192.0.2.1',
       prefixLength: 24,
     })
-    const registry = new FixedLeaseRegistry(config4)
+    const registry = leaseRegistry(json4)
     const ext = {
       name: 'eth0',
       index: eth.index,
@@ -119,7 +123,9 @@ describe('HostGwBackend.registerNetwork', () => {
     const network = await new HostGwBackend({ registry, extIface: ext }, { host }).registerNetwork(
       config4,
     )
-    expect(registry.acquired).toEqual([{ publicIP: '192.0.2.1', backendType: 'host-gw' }])
+    expect(registry.listLeases().map((l) => l.attrs)).toEqual([
+      { publicIP: '192.0.2.1', backendType: 'host-gw' },
+    ])
     expect(network.mtu).toBe(9000)
     expect(network.lease.subnet.toString()).toBe('10.244.1.0/24')
     expect(host.calls.length).toBe(callsBefore) // nothing written at registration
@@ -127,7 +133,7 @@ describe('HostGwBackend.registerNetwork', () => {
 
   it('refuses a PublicIP that differs from the interface address, with flanneld message', async () => {
     const host = new MemoryHostNetwork({ links: [{ name: 'eth0' }] })
-    const registry = new FixedLeaseRegistry(config4)
+    const registry = leaseRegistry(json4)
     const ext = {
       name: 'eth0',
       index: 2,
@@ -143,12 +149,12 @@ describe('HostGwBackend.registerNetwork', () => {
     expect((error as Error).message).toBe(
       "your PublicIP differs from interface IP, meaning that probably you're on a NAT, which is not supported by host-gw backend",
     )
-    expect(registry.acquired).toEqual([])
+    expect(registry.listLeases()).toEqual([])
   })
 
   it('refuses when the interface does not hold the address', async () => {
     const host = new MemoryHostNetwork({ links: [{ name: 'eth0' }] })
-    const registry = new FixedLeaseRegistry(config4)
+    const registry = leaseRegistry(json4)
     const ext = { name: 'eth0', index: 2, mtu: 1500, ifaceAddr: '192.0.2.1', extAddr: '192.0.2.1' }
     await expect(
       new HostGwBackend({ registry, extIface: ext }, { host }).registerNetwork(config4),
@@ -164,9 +170,16 @@ describe('HostGwBackend.registerNetwork', () => {
       address: '192.0.2.1',
       prefixLength: 24,
     })
-    const registry = new FixedLeaseRegistry(config4)
+    const registry = leaseRegistry(json4)
     const controller = new AbortController()
-    registry.onAcquire = () => controller.abort()
+    const acquire = registry.acquireLease.bind(registry)
+    const acquired: string[] = []
+    registry.acquireLease = async (attrs) => {
+      const lease = await acquire(attrs)
+      acquired.push(lease.subnet.toString())
+      controller.abort()
+      return lease
+    }
     const ext = {
       name: 'eth0',
       index: eth.index,
@@ -178,11 +191,12 @@ describe('HostGwBackend.registerNetwork', () => {
       .registerNetwork(config4, { signal: controller.signal })
       .catch((e: unknown) => e)
     expect(isFlannelError(error, 'ABORTED')).toBe(true)
-    expect(registry.released.map((l) => l.subnet.toString())).toEqual(['10.244.1.0/24'])
+    expect(acquired).toEqual(['10.244.1.0/24'])
+    expect(registry.listLeases()).toEqual([])
   })
 
   it('createBackend builds a host-gw backend', () => {
-    const registry = new FixedLeaseRegistry(config4)
+    const registry = leaseRegistry(json4)
     expect(createBackend({ registry, extIface: { name: 'eth0', index: 2, mtu: 1500 } }).type).toBe(
       'host-gw',
     )
@@ -339,7 +353,7 @@ describe('HostGwNetwork.run', () => {
       extAddr: '192.0.2.1',
     }
     const backend = new HostGwBackend(
-      { registry: new FixedLeaseRegistry(config4), extIface: ext },
+      { registry: leaseRegistry(json4), extIface: ext },
       { host, routeProtocol: RTPROT_BOOT },
     )
     const events$ = new Subject<LeaseEvent[]>()
