@@ -140,8 +140,16 @@ export class MemoryHostNetwork implements HostNetwork {
     validateVxlanSpec(spec)
     this.assertNameFree(spec.name, op)
     const port = spec.port ? spec.port : DEFAULT_VXLAN_PORT
+    // The kernel keys vxlan sockets by port and address family: an IPv4 and an
+    // IPv6 device may share a VNI and port (flannel.<VNI> and flannel-v6.<VNI>).
+    const family = vxlanFamily(spec.local)
     for (const l of this.links.values()) {
-      if (l.vxlan && l.vxlan.vni === spec.vni && l.vxlan.port === port)
+      if (
+        l.vxlan &&
+        l.vxlan.vni === spec.vni &&
+        l.vxlan.port === port &&
+        vxlanFamily(l.vxlan.local) === family
+      )
         throw new NetlinkError(op, 'EEXIST')
     }
     if (spec.lowerIndex !== undefined && !this.links.has(spec.lowerIndex))
@@ -525,4 +533,9 @@ function sameRouteSlot(a: Route, b: Route): boolean {
     (a.table ?? MAIN_TABLE) === (b.table ?? MAIN_TABLE) &&
     (a.priority ?? 0) === (b.priority ?? 0)
   )
+}
+
+/** The socket family a vxlan device binds: IPv6 when its local address is IPv6, else IPv4. */
+function vxlanFamily(local: string | undefined): 'inet' | 'inet6' {
+  return local !== undefined && local.includes(':') ? 'inet6' : 'inet'
 }
