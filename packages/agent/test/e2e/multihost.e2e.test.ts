@@ -5,7 +5,9 @@
  * between the hosts' pod addresses, a leaving host's entries removed on the
  * others, and hand-deleted kernel state repaired.
  */
-import { rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { etcdMissingReason } from '@flannel/testkit/etcd'
 import {
@@ -95,6 +97,88 @@ async function tcpMatrix(
   } finally {
     await Promise.all(servers.map((s) => s.stop()))
   }
+}
+
+const UDP_PORT = 8285
+
+/**
+ * Captures on `dev` in `host` (tcpdump -w to a temp file) while `action`
+ * runs; returns the captured frames (link headers as written) and the
+ * action's output.
+ */
+async function capture(
+  host: Cluster['topology']['hosts'][number],
+  dev: string,
+  filter: readonly string[],
+  action: () => Promise<string>,
+): Promise<{ packets: Buffer[]; output: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'flannel-pcap-'))
+  const file = join(dir, 'capture.pcap')
+  const dump = host.spawn('tcpdump', [
+    '-i',
+    dev,
+    '--immediate-mode',
+    '-U',
+    '-n',
+    '-w',
+    file,
+    ...filter,
+  ])
+  try {
+    await dump.waitFor(/listening on/)
+    const output = await action()
+    // Immediate mode hands each packet over at once; SIGINT makes tcpdump write what it holds.
+    await new Promise((r) => setTimeout(r, 200))
+    await dump.stop('SIGINT')
+    return { packets: pcapPackets(await readFile(file)), output }
+  } finally {
+    await dump.stop('SIGKILL')
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+/** The packets of a classic pcap file, each from its IPv4 header (Ethernet and raw links). */
+function pcapPackets(file: Buffer): Buffer[] {
+  const le = file.readUInt32LE(0) === 0xa1b2c3d4 || file.readUInt32LE(0) === 0xa1b23c4d
+  const u32 = (off: number) => (le ? file.readUInt32LE(off) : file.readUInt32BE(off))
+  const linkType = u32(20)
+  const linkHeader = linkType === 1 ? 14 : 0 // Ethernet, else raw IP (TUN)
+  const out: Buffer[] = []
+  for (let off = 24; off + 16 <= file.length; ) {
+    const caplen = u32(off + 8)
+    const frame = file.subarray(off + 16, off + 16 + caplen)
+    if (linkType !== 1 || frame.readUInt16BE(12) === 0x0800) out.push(frame.subarray(linkHeader))
+    off += 16 + caplen
+  }
+  return out
+}
+
+/** The fields of an IPv4 header the tests look at. */
+function ipv4Header(p: Buffer): {
+  ihl: number
+  totalLength: number
+  ttl: number
+  protocol: number
+  src: string
+  dst: string
+} {
+  return {
+    ihl: (p[0]! & 0x0f) * 4,
+    totalLength: p.readUInt16BE(2),
+    ttl: p[8]!,
+    protocol: p[9]!,
+    src: [...p.subarray(12, 16)].join('.'),
+    dst: [...p.subarray(16, 20)].join('.'),
+  }
+}
+
+/** The UDP payload of an outer IPv4/UDP packet to or from the udp backend's port. */
+function udpPayload(p: Buffer): Buffer | undefined {
+  const outer = ipv4Header(p)
+  if (outer.protocol !== 17) return undefined
+  const udp = p.subarray(outer.ihl)
+  if (udp.readUInt16BE(0) !== UDP_PORT && udp.readUInt16BE(2) !== UDP_PORT) return undefined
+  return udp.subarray(8, udp.readUInt16BE(4))
 }
 
 describe.skipIf(skip !== undefined)(
@@ -394,6 +478,61 @@ describe.skipIf(skip !== undefined)(
 
     it('carries pings between every pair of pod addresses', async () => {
       expect(await pingMatrix(cluster!, subnets)).toEqual([])
+    })
+
+    it('carries a 1 MiB TCP echo between every pair of pod addresses', async () => {
+      expect(await tcpMatrix(cluster!, subnets)).toEqual([])
+    })
+
+    it('sends the inner IPv4 packet as the whole UDP payload on port 8285, its TTL dropping once per flannel node', async () => {
+      const [h1, h2] = cluster!.topology.hosts
+      const src = podAddress(subnets[0]!)
+      const dst = podAddress(subnets[1]!)
+      const { packets, output } = await capture(
+        h2!,
+        'eth0',
+        ['udp', 'port', String(UDP_PORT)],
+        () => h1!.exec('ping', ['-c3', '-i0.2', '-W2', '-I', src, dst]),
+      )
+      expect(output).toMatch(/3 received/)
+      // The reply leaves host 2's kernel with TTL 64, host 2's loop and host 1's loop take one each.
+      expect(output).toMatch(/ttl=62 /)
+      const payloads = packets.map(udpPayload).filter((p) => p !== undefined)
+      expect(payloads.length).toBeGreaterThanOrEqual(6)
+      for (const p of payloads) {
+        expect(p[0]).toBe(0x45)
+        const inner = ipv4Header(p)
+        expect(inner.totalLength).toBe(p.length) // nothing prepended or appended
+        expect(inner.protocol).toBe(1)
+        expect([inner.src, inner.dst].sort()).toEqual([src, dst].sort())
+        // On the wire both ways: the sender's 64 minus one in the sending loop.
+        expect(inner.ttl).toBe(63)
+      }
+    })
+
+    it('answers a connection to an unleased address with ICMP net-unreachable from flannel0', async () => {
+      const h1 = cluster!.topology.hosts[0]!
+      const used = new Set(subnets.map((s) => s.split('.')[2]))
+      const third = [...Array(256).keys()].find((n) => !used.has(String(n)))!
+      const unleased = `10.244.${third}.1`
+      const tunAddress = subnets[0]!.split('/')[0]!
+      // The reply's source is flannel0's own address: a martian without accept_local (backend README).
+      await h1.exec('sysctl', ['-qw', 'net.ipv4.conf.flannel0.accept_local=1'])
+      const client = `const c = require('net').connect({ host: '${unleased}', port: 80, localAddress: '${podAddress(subnets[0]!)}' }); c.on('connect', () => { console.log('connected'); c.destroy() }); c.on('error', (e) => console.log(e.code)); setTimeout(() => { console.log('timeout'); process.exit(0) }, 4000).unref()`
+      const { packets, output } = await capture(h1, 'flannel0', ['icmp'], () =>
+        h1.exec(process.execPath, ['-e', client]),
+      )
+      expect(output.trim()).toBe('ENETUNREACH')
+      const replies = packets.filter((p) => p[9] === 1 && p[20] === 3)
+      expect(replies).toHaveLength(1)
+      const icmp = replies[0]!
+      expect(ipv4Header(icmp)).toMatchObject({
+        ttl: 8,
+        src: tunAddress,
+        dst: podAddress(subnets[0]!),
+      })
+      expect(icmp[21]).toBe(0) // code 0: net unreachable
+      expect(ipv4Header(icmp.subarray(28))).toMatchObject({ protocol: 6, dst: unleased })
     })
   },
 )
