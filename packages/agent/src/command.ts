@@ -112,10 +112,11 @@ export async function startAgentCommand(
       renewMarginMs: options.subnetLeaseRenewMargin * 60_000,
       logger,
       timers: deps.timers,
-      prepare:
-        deps.hostRules === false
-          ? undefined
-          : (ctx) => installRules(ctx, options, logger, (fn) => (stopRuleCheck = fn)),
+      prepare: async (ctx) => {
+        metrics.watchNetwork(ctx.network)
+        if (deps.hostRules === false) return undefined
+        return installRules(ctx, options, logger, (fn) => (stopRuleCheck = fn))
+      },
     })
     let registered = false
     return new Promise<AgentCommandResult>((resolve) => {

@@ -1,5 +1,21 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { AgentEvent, Lease } from '@flannel/core'
+import type { UdpCounters } from '@flannel/backend-udp'
+
+/** A network whose datapath counts its drops (the udp backend's `UdpNetwork`). */
+export interface DatapathCounterSource {
+  counters(): UdpCounters
+}
+
+/** The udp datapath's drop counters by the `reason` label they are exported under. */
+const UDP_DROP_REASONS = {
+  unknown_peer: 'dropUnknownPeer',
+  spoofed_source: 'dropSpoofedSource',
+  ttl: 'dropTtl',
+  malformed: 'dropMalformed',
+  truncated: 'dropTruncated',
+  no_route: 'dropNoRoute',
+} as const satisfies Record<string, keyof UdpCounters>
 
 /** The agent's Prometheus metrics, on a registry of their own (not prom-client's global one). */
 export class AgentMetrics {
@@ -34,6 +50,14 @@ export class AgentMetrics {
     registers: [this.registry],
   })
   private readonly pending = new Map<string, number>()
+  private datapath: DatapathCounterSource | undefined
+  private readonly udpDropped = new Counter({
+    name: 'flannel_udp_dropped_packets_total',
+    help: 'Packets and datagrams the udp datapath dropped, by reason (udp backend only)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+    collect: () => this.collectUdpDrops(),
+  })
 
   constructor(private readonly now: () => number = () => performance.now()) {
     this.eventsApplied.inc({ action: 'add', result: 'applied' }, 0)
@@ -41,9 +65,32 @@ export class AgentMetrics {
     this.renewals.inc({ result: 'failed' }, 0)
   }
 
+  /**
+   * Reads the datapath's counters at every scrape from now on, when `network`
+   * has them (the udp backend's network); other networks are ignored.
+   */
+  watchNetwork(network: object): void {
+    if (isDatapathCounterSource(network)) this.datapath = network
+  }
+
   /** Counts a registry failure outside the agent's event stream (e.g. at start-up). */
   registryError(): void {
     this.registryErrors.inc()
+  }
+
+  private collectUdpDrops(): void {
+    if (!this.datapath) return
+    let counters: UdpCounters
+    try {
+      counters = this.datapath.counters()
+    } catch {
+      return // the loop is gone; keep the last totals
+    }
+    // The datapath keeps totals; the counter mirrors them at scrape time.
+    this.udpDropped.reset()
+    for (const [reason, field] of Object.entries(UDP_DROP_REASONS)) {
+      this.udpDropped.inc({ reason }, counters[field])
+    }
   }
 
   /** Updates the metrics from one agent event. */
@@ -76,6 +123,10 @@ export class AgentMetrics {
         break
     }
   }
+}
+
+function isDatapathCounterSource(network: object): network is DatapathCounterSource {
+  return typeof (network as Partial<DatapathCounterSource>).counters === 'function'
 }
 
 function key(lease: Lease): string {

@@ -1,9 +1,12 @@
 /**
  * Three hosts as network namespaces, etcd in the switch namespace, one
  * `flannel-agent` process per host started with flanneld's flags, for the
- * vxlan, host-gw and alloc backends: leases in etcd, subnet.env, pings
- * between the hosts' pod addresses, a leaving host's entries removed on the
- * others, and hand-deleted kernel state repaired.
+ * vxlan, host-gw, alloc and udp backends: leases in etcd, subnet.env, pings
+ * and TCP between the hosts' pod addresses, a leaving host's entries removed
+ * on the others, and hand-deleted kernel state repaired. For udp also the
+ * wire (raw inner IPv4 as the whole UDP payload, captured on the underlay),
+ * the inner TTL, ICMP net-unreachable and a non-peer's datagram dropped and
+ * counted in /metrics.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -12,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { etcdMissingReason } from '@flannel/testkit/etcd'
 import {
   netnsSkipReason,
+  nsExec,
   readFdb,
   readLinks,
   readNeighbours,
@@ -100,6 +104,7 @@ async function tcpMatrix(
 }
 
 const UDP_PORT = 8285
+const HEALTHZ_PORT = 18471
 
 /**
  * Captures on `dev` in `host` (tcpdump -w to a temp file) while `action`
@@ -455,6 +460,7 @@ describe.skipIf(skip !== undefined)(
     beforeAll(async () => {
       cluster = await startCluster({
         config: JSON.stringify({ Network: NETWORK, Backend: { Type: 'udp' } }),
+        agentFlags: [`--healthz-ip=127.0.0.1`, `--healthz-port=${HEALTHZ_PORT}`],
       })
       subnets = await bringUp(cluster)
       for (const [i, host] of cluster.topology.hosts.entries()) {
@@ -533,6 +539,32 @@ describe.skipIf(skip !== undefined)(
       })
       expect(icmp[21]).toBe(0) // code 0: net unreachable
       expect(ipv4Header(icmp.subarray(28))).toMatchObject({ protocol: 6, dst: unleased })
+    })
+
+    it('drops and counts a datagram from a non-peer (the switch) in /metrics', async () => {
+      const h1 = cluster!.topology.hosts[0]!
+      const dropped = async (): Promise<number> => {
+        const text = await h1.exec('curl', ['-sf', `http://127.0.0.1:${HEALTHZ_PORT}/metrics`])
+        const m = /^flannel_udp_dropped_packets_total\{reason="unknown_peer"\} (\d+)$/m.exec(text)
+        if (!m) throw new Error(`no unknown_peer drop counter in /metrics:\n${text}`)
+        return Number(m[1])
+      }
+      const before = await dropped()
+      // A well-formed inner packet claiming host 2's pod address as its source, for host 1's pod.
+      const inner = Buffer.alloc(28)
+      inner.writeUInt8(0x45, 0)
+      inner.writeUInt16BE(28, 2)
+      inner.writeUInt8(64, 8)
+      inner.writeUInt8(1, 9)
+      Buffer.from(podAddress(subnets[1]!).split('.').map(Number)).copy(inner, 12)
+      Buffer.from(podAddress(subnets[0]!).split('.').map(Number)).copy(inner, 16)
+      const send = `const s = require('dgram').createSocket('udp4'); s.send(Buffer.from('${inner.toString('hex')}', 'hex'), ${UDP_PORT}, '${h1.underlayIp}', (e) => { s.close(); if (e) throw e })`
+      await nsExec(cluster!.topology.switchNs, process.execPath, ['-e', send])
+      const after = await waitUntil(async () => {
+        const n = await dropped()
+        return n > before ? n : undefined
+      }, 5000)
+      expect(after).toBe(before + 1)
     })
   },
 )
