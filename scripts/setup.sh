@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*"; }
 
-APT_PACKAGES=(iproute2 iptables nftables etcd-server etcd-client iperf3 iputils-ping tcpdump python3-venv procps psmisc openssl ethtool python3 make g++)
+APT_PACKAGES=(iproute2 iptables nftables etcd-server etcd-client iperf3 iputils-ping tcpdump python3-venv procps psmisc openssl ethtool curl python3 make g++)
 
 if [ "$(id -u)" = 0 ]; then
   missing=()

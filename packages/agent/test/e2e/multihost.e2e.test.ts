@@ -570,7 +570,7 @@ describe.skipIf(skip !== undefined)(
 )
 
 describe.skipIf(skip !== undefined)(
-  `multi-host e2e: vxlan with VNI, Port and GBP${skip ? ` (skipped: ${skip})` : ''}`,
+  `multi-host e2e: vxlan with VNI, Port, GBP and TxChecksumOffload${skip ? ` (skipped: ${skip})` : ''}`,
   () => {
     let cluster: Cluster | undefined
 
@@ -579,7 +579,7 @@ describe.skipIf(skip !== undefined)(
         hosts: 1,
         config: JSON.stringify({
           Network: NETWORK,
-          Backend: { Type: 'vxlan', VNI: 42, Port: 4789, GBP: true },
+          Backend: { Type: 'vxlan', VNI: 42, Port: 4789, GBP: true, TxChecksumOffload: false },
         }),
       })
       await bringUp(cluster)
@@ -594,6 +594,12 @@ describe.skipIf(skip !== undefined)(
       expect(dev!.linkinfo?.info_data).toMatchObject({ id: 42, port: 4789, gbp: true })
       const [lease] = await cluster!.leases()
       expect(JSON.parse(lease!.value).BackendData).toEqual({ VNI: 42, VtepMAC: dev!.address })
+    })
+
+    it('switches tx checksum offload off on the device when TxChecksumOffload is false', async () => {
+      const host = cluster!.topology.hosts[0]!
+      const features = await host.exec('ethtool', ['-k', 'flannel.42'])
+      expect(features).toMatch(/^tx-checksumming: off$/m)
     })
   },
 )
