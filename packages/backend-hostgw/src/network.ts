@@ -11,6 +11,7 @@ import {
   isNetlinkError,
   normalizeCidr,
   normalizeIp,
+  SerialQueue,
   type AddressFamily,
   type HostNetwork,
   type HostNetworkNotification,
@@ -19,7 +20,6 @@ import {
 } from '@flannel/linux'
 import { Observable, type Subscriber } from 'rxjs'
 import { onLinkOf } from './onlink.js'
-import { SerialQueue } from './serial.js'
 
 /** What {@link HostGwNetwork} needs; built by the backend. */
 export interface HostGwNetworkInit {

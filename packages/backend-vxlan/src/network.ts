@@ -10,6 +10,8 @@ import type {
 import {
   isNetlinkError,
   normalizeCidr,
+  SerialQueue,
+  withRetry,
   type AddressFamily,
   type HostNetwork,
   type HostNetworkNotification,
@@ -21,7 +23,6 @@ import {
 import { Observable, type Subscriber } from 'rxjs'
 import { peerPlane, type PeerPlane } from './data.js'
 import { configureDevice, ensureDevice, incompatibility } from './device.js'
-import { SerialQueue, withRetry } from './serial.js'
 
 /** `rtm_protocol` of connected routes the kernel adds for addresses. */
 const RTPROT_KERNEL = 2

@@ -31,3 +31,4 @@ export {
   type RuleNetworks,
 } from './rules.js'
 export { HostRules, type HostRulesEvent, type HostRulesOptions } from './hostrules.js'
+export { SerialQueue, withRetry } from './serial.js'

@@ -1,4 +1,10 @@
-/** Runs async jobs one after another, so host changes never interleave. */
+/**
+ * Runs async jobs one after another, so host changes never interleave.
+ *
+ * Kernel backends (vxlan, host-gw) apply routes, neighbours and FDB entries
+ * through one queue each, so a lease event is fully applied before the next
+ * one starts.
+ */
 export class SerialQueue {
   private tail: Promise<void> = Promise.resolve()
 
@@ -13,7 +19,12 @@ export class SerialQueue {
   }
 }
 
-/** Calls `fn` up to `attempts` times, waiting `baseMs`, 2x, 4x... (with jitter) between tries. */
+/**
+ * Calls `fn` up to `attempts` times, waiting `baseMs`, 2x, 4x... (with jitter) between tries.
+ *
+ * Gives up early, rethrowing the last error, once `stopped()` returns true, so a
+ * backend being shut down does not keep retrying a host change.
+ */
 export async function withRetry<T>(
   fn: () => Promise<T>,
   attempts: number,
