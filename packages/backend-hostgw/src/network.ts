@@ -11,7 +11,7 @@ import {
   isNetlinkError,
   normalizeCidr,
   normalizeIp,
-  SerialQueue,
+  ReconcileLoop,
   type AddressFamily,
   type HostNetwork,
   type HostNetworkNotification,
@@ -64,65 +64,26 @@ function routeKey(family: AddressFamily, dst: string): string {
 }
 
 /** The state of one `run` subscription. */
-class RouteKeeper {
+class RouteKeeper extends ReconcileLoop {
   private readonly wanted = new Map<string, Wanted>()
   private readonly reportedOffLink = new Set<string>()
-  private readonly queue = new SerialQueue()
   private initialBatchDone = false
   /** The external interface's addresses, read once per batch or check (for the on-link test). */
   private addresses: LinkAddress[] | undefined
-  private stopped = false
-  private repairTimer: NodeJS.Timeout | undefined
-  private checkTimer: NodeJS.Timeout | undefined
 
   constructor(
     private readonly init: HostGwNetworkInit,
-    private readonly out: Subscriber<NetworkEvent>,
-  ) {}
-
-  start(events: Observable<LeaseEvent[]>): () => void {
-    const notifications = this.init.host.notifications(['route', 'link']).subscribe({
-      next: (n) => this.onNotification(n),
-      error: (error: unknown) =>
-        this.emit({
-          type: 'warning',
-          message: 'route notifications stopped; relying on the periodic check',
-          error,
-        }),
+    out: Subscriber<NetworkEvent>,
+  ) {
+    super(out, {
+      host: init.host,
+      notificationKinds: ['route', 'link'],
+      notificationsLostMessage: 'route notifications stopped; relying on the periodic check',
+      checkIntervalMs: init.checkIntervalMs,
     })
-    const leases = events.subscribe({
-      next: (batch) => void this.queue.run(() => this.applyBatch(batch)),
-      error: (error: unknown) => {
-        this.stop()
-        this.out.error(error)
-      },
-      complete: () => {
-        void this.queue.run(async () => {
-          this.stop()
-          this.out.complete()
-        })
-      },
-    })
-    this.checkTimer = setInterval(() => this.scheduleCheck(0), this.init.checkIntervalMs)
-    return () => {
-      this.stop()
-      notifications.unsubscribe()
-      leases.unsubscribe()
-    }
   }
 
-  private stop(): void {
-    this.stopped = true
-    clearInterval(this.checkTimer)
-    clearTimeout(this.repairTimer)
-    this.repairTimer = undefined
-  }
-
-  private emit(event: NetworkEvent): void {
-    if (!this.stopped) this.out.next(event)
-  }
-
-  private async applyBatch(batch: readonly LeaseEvent[]): Promise<void> {
+  protected async applyBatch(batch: readonly LeaseEvent[]): Promise<void> {
     this.addresses = undefined
     for (const event of batch) {
       if (this.stopped) return
@@ -251,7 +212,7 @@ class RouteKeeper {
     }
   }
 
-  private onNotification(n: HostNetworkNotification): void {
+  protected onNotification(n: HostNetworkNotification): void {
     if (n.kind === 'overflow') return this.scheduleCheck(this.init.repairDelayMs)
     if (n.kind === 'link') {
       if (n.link.index === this.init.ext.index) this.scheduleCheck(this.init.repairDelayMs)
@@ -267,20 +228,12 @@ class RouteKeeper {
     if (!same) this.scheduleCheck(this.init.repairDelayMs)
   }
 
-  private scheduleCheck(delayMs: number): void {
-    if (this.stopped || this.repairTimer) return
-    this.repairTimer = setTimeout(() => {
-      this.repairTimer = undefined
-      void this.queue.run(() => this.check(true))
-    }, delayMs)
-  }
-
   /**
    * Compares the kernel with the wanted routes: re-adds missing or changed
    * ones, and (after the first lease batch) deletes routes with our protocol
    * that no lease wants.
    */
-  private async check(report: boolean): Promise<void> {
+  protected async check(report: boolean): Promise<void> {
     if (this.stopped || !this.initialBatchDone) return
     this.addresses = undefined
     const { host, routeProtocol } = this.init

@@ -10,7 +10,7 @@ import type {
 import {
   isNetlinkError,
   normalizeCidr,
-  SerialQueue,
+  ReconcileLoop,
   withRetry,
   type AddressFamily,
   type HostNetwork,
@@ -90,70 +90,33 @@ function keyOf(family: AddressFamily, dst: string): string {
 }
 
 /** The state of one `run` subscription. */
-class PeerKeeper {
+class PeerKeeper extends ReconcileLoop {
   private readonly wanted = new Map<string, Wanted>()
-  private readonly queue = new SerialQueue()
   private initialBatchDone = false
-  private stopped = false
-  private repairTimer: NodeJS.Timeout | undefined
-  private checkTimer: NodeJS.Timeout | undefined
   private extAddresses: LinkAddress[] | undefined
 
   constructor(
     private readonly init: VxlanNetworkInit,
-    private readonly out: Subscriber<NetworkEvent>,
-  ) {}
-
-  start(events: Observable<LeaseEvent[]>): () => void {
-    for (const message of this.init.startWarnings) this.emit({ type: 'warning', message })
-    const notifications = this.init.host
-      .notifications(['link', 'route', 'neighbour', 'fdb'])
-      .subscribe({
-        next: (n) => this.onNotification(n),
-        error: (error: unknown) =>
-          this.emit({
-            type: 'warning',
-            message: 'kernel notifications stopped; relying on the periodic check',
-            error,
-          }),
-      })
-    const leases = events.subscribe({
-      next: (batch) => void this.queue.run(() => this.applyBatch(batch)),
-      error: (error: unknown) => {
-        this.stop()
-        this.out.error(error)
-      },
-      complete: () => {
-        void this.queue.run(async () => {
-          this.stop()
-          this.out.complete()
-        })
-      },
+    out: Subscriber<NetworkEvent>,
+  ) {
+    super(out, {
+      host: init.host,
+      notificationKinds: ['link', 'route', 'neighbour', 'fdb'],
+      notificationsLostMessage: 'kernel notifications stopped; relying on the periodic check',
+      checkIntervalMs: init.checkIntervalMs,
     })
-    this.checkTimer = setInterval(() => this.scheduleCheck(0), this.init.checkIntervalMs)
-    return () => {
-      this.stop()
-      notifications.unsubscribe()
-      leases.unsubscribe()
-    }
   }
 
-  private stop(): void {
-    this.stopped = true
-    clearInterval(this.checkTimer)
-    clearTimeout(this.repairTimer)
-    this.repairTimer = undefined
-  }
-
-  private emit(event: NetworkEvent): void {
-    if (!this.stopped) this.out.next(event)
+  override start(events: Observable<LeaseEvent[]>): () => void {
+    for (const message of this.init.startWarnings) this.emit({ type: 'warning', message })
+    return super.start(events)
   }
 
   private plane(family: AddressFamily): LocalPlane | undefined {
     return this.init.planes.find((p) => p.family === family)
   }
 
-  private async applyBatch(batch: readonly LeaseEvent[]): Promise<void> {
+  protected async applyBatch(batch: readonly LeaseEvent[]): Promise<void> {
     this.extAddresses = undefined
     for (const event of batch) {
       if (this.stopped) return
@@ -328,7 +291,7 @@ class PeerKeeper {
     if (failure) throw failure.reason
   }
 
-  private onNotification(n: HostNetworkNotification): void {
+  protected onNotification(n: HostNetworkNotification): void {
     if (n.kind === 'overflow') return this.scheduleCheck(this.init.repairDelayMs)
     const ours = (index: number | undefined): boolean =>
       this.init.planes.some((p) => p.link.index === index)
@@ -363,20 +326,12 @@ class PeerKeeper {
     }
   }
 
-  private scheduleCheck(delayMs: number): void {
-    if (this.stopped || this.repairTimer) return
-    this.repairTimer = setTimeout(() => {
-      this.repairTimer = undefined
-      void this.queue.run(() => this.check(true))
-    }, delayMs)
-  }
-
   /**
    * Compares the kernel with what the leases want: recreates a missing or
    * changed device, re-adds missing entries, and deletes entries on our
    * devices (and our direct routes) that no lease wants.
    */
-  private async check(report: boolean): Promise<void> {
+  protected async check(report: boolean): Promise<void> {
     if (this.stopped || !this.initialBatchDone) return
     this.extAddresses = undefined
     for (const local of this.init.planes) {

@@ -32,3 +32,4 @@ export {
 } from './rules.js'
 export { HostRules, type HostRulesEvent, type HostRulesOptions } from './hostrules.js'
 export { SerialQueue, withRetry } from './serial.js'
+export { ReconcileLoop, type ReconcileLoopOptions } from './reconcile.js'
