@@ -14,10 +14,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Subscription } from 'rxjs'
 import { Ip4Net, parseNetworkConfig, subnetKey } from '@flannel/core'
+import type { Netns } from '@flannel/testkit/flanneld'
 import {
+  bridgedHosts,
   ALLOCATED,
   Flanneld,
-  Netns,
   SUBNET_FILE_WRITTEN,
   fixedSubnetRegistry,
   interopSkipReason,
@@ -59,30 +60,7 @@ describe.skipIf(skipReason !== undefined)(
       etcd = await startInteropEtcd()
       client = etcd.connect()
       await client.put(`${PREFIX}/config`).value(CONFIG_TEXT)
-      const sw = await Netns.create(`${p}-sw`)
-      spaces.push(sw)
-      await sw.ip('link', 'add', 'br0', 'type', 'bridge')
-      await sw.ip('link', 'set', 'br0', 'up')
-      for (const n of [1, 2]) {
-        const ns = await Netns.create(`${p}-h${n}`)
-        spaces.push(ns)
-        await sw.ip(
-          'link',
-          'add',
-          `${p}p${n}`,
-          'type',
-          'veth',
-          'peer',
-          'name',
-          'eth0',
-          'netns',
-          ns.name,
-        )
-        await sw.ip('link', 'set', `${p}p${n}`, 'master', 'br0', 'up')
-        await ns.ip('addr', 'add', `192.0.2.${n}/24`, 'dev', 'eth0')
-        await ns.ip('link', 'set', 'eth0', 'up')
-      }
-      ;[, h1, h2] = spaces as [Netns, Netns, Netns]
+      ;[, h1, h2] = (await bridgedHosts(p, 2, spaces)) as [Netns, Netns, Netns]
 
       // flanneld on host 1
       flanneld = Flanneld.start({

@@ -249,6 +249,36 @@ export class Netns {
 }
 
 /**
+ * Builds a switch namespace `<prefix>-sw` with bridge `br0` and `count` hosts
+ * `<prefix>-h<n>`, each joined to the bridge by a veth whose host end is
+ * `eth0` with `192.0.2.<n>/24`. Every namespace is pushed onto `created` as
+ * soon as it exists, so the caller's teardown removes them even when a later
+ * step fails. Returns `[switch, host1, host2, ...]`.
+ */
+export async function bridgedHosts(
+  prefix: string,
+  count: number,
+  created: Netns[],
+): Promise<Netns[]> {
+  const sw = await Netns.create(`${prefix}-sw`)
+  created.push(sw)
+  await sw.ip('link', 'add', 'br0', 'type', 'bridge')
+  await sw.ip('link', 'set', 'br0', 'up')
+  const all = [sw]
+  for (let n = 1; n <= count; n++) {
+    const ns = await Netns.create(`${prefix}-h${n}`)
+    created.push(ns)
+    all.push(ns)
+    const port = `${prefix}p${n}`
+    await sw.ip('link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns.name)
+    await sw.ip('link', 'set', port, 'master', 'br0', 'up')
+    await ns.ip('addr', 'add', `192.0.2.${n}/24`, 'dev', 'eth0')
+    await ns.ip('link', 'set', 'eth0', 'up')
+  }
+  return all
+}
+
+/**
  * Joins two namespaces with a veth pair created directly inside them (never
  * in the host namespace), addresses them and brings both ends up.
  */
