@@ -458,7 +458,7 @@ describeEtcd(`EtcdRegistry watch recovery${missing ? ` (skipped: ${missing})` : 
       try {
         await until(() => batches[0]?.length === 2, 'snapshot')
         // frozen etcd: the call runs into its deadline
-        etcd.pause()
+        await etcd.pause()
         const frozen = await r.getNetworkConfig().catch((e: unknown) => e)
         expect(frozen).toBeInstanceOf(RegistryUnavailableError)
         etcd.resume()

@@ -36,17 +36,21 @@ describe.skipIf(missing !== undefined)(
 
     it('pause freezes the server until resume', async () => {
       const client = etcd.connect()
-      etcd.pause()
-      const frozen = await client
-        .get('/launcher/k')
-        .options({ deadline: Date.now() + 300 })
-        .string()
-        .then(
-          () => 'answered',
-          () => 'timed out',
-        )
+      await etcd.pause()
+      let frozen: string
+      try {
+        frozen = await client
+          .get('/launcher/k')
+          .options({ deadline: Date.now() + 300 })
+          .string()
+          .then(
+            () => 'answered',
+            () => 'timed out',
+          )
+      } finally {
+        etcd.resume()
+      }
       expect(frozen).toBe('timed out')
-      etcd.resume()
       // a fresh client: etcd3's default circuit breaker keeps the old one closed for 5 s
       expect(await etcd.connect().get('/launcher/k').string()).toBe('v1')
     })

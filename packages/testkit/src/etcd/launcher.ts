@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { rmSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -51,8 +51,13 @@ export interface EtcdServer {
   connect(options?: Partial<IOptions>): Etcd3
   /** Runs `etcdctl --endpoints=... <args>` (in the namespace, with the TLS files) and returns stdout. */
   etcdctl(...args: string[]): Promise<string>
-  /** Freezes the process (SIGSTOP): connections stay open but nothing answers. */
-  pause(): void
+  /**
+   * Freezes the process (SIGSTOP): connections stay open but nothing answers.
+   * Resolves once every thread of etcd is stopped: the kernel stops a
+   * multi-threaded process only when one of its threads next runs, so on a
+   * busy machine etcd may still answer for a while after the signal is sent.
+   */
+  pause(): Promise<void>
   /** Continues a paused process (SIGCONT). */
   resume(): void
   /** Kills the process (SIGKILL) and keeps the data dir, to simulate an outage. */
@@ -133,6 +138,34 @@ function etcdEnv(): NodeJS.ProcessEnv {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** Scheduler state letters of every thread of `pid` (`T` = stopped), from /proc. */
+async function threadStates(pid: number): Promise<string[]> {
+  const tasks = await readdir(`/proc/${pid}/task`)
+  const states = await Promise.all(
+    tasks.map(async (task) => {
+      const stat = await readFile(`/proc/${pid}/task/${task}/stat`, 'utf8').catch(() => '')
+      // "pid (comm) S ...": comm may hold spaces or parentheses, the state follows the last ')'
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+    }),
+  )
+  return states.filter((s) => s !== '')
+}
+
+/** Waits until every thread of `pid` is stopped by a signal. */
+async function waitStopped(pid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const states = await threadStates(pid)
+    if (states.length > 0 && states.every((s) => s === 'T' || s === 't')) return
+    if (Date.now() > deadline) {
+      throw new Error(
+        `etcd (pid ${pid}) not stopped after ${timeoutMs} ms: threads ${states.join('')}`,
+      )
+    }
+    await sleep(5)
+  }
 }
 
 function exited(child: ChildProcess): Promise<void> {
@@ -346,10 +379,11 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
       return client
     },
     etcdctl,
-    pause() {
+    async pause() {
       if (child?.pid === undefined || paused) return
       child.kill('SIGSTOP')
       paused = true
+      await waitStopped(child.pid, 10_000)
     },
     resume() {
       if (child?.pid === undefined || !paused) return
