@@ -32,4 +32,5 @@ export {
 } from './rules.js'
 export { HostRules, type HostRulesEvent, type HostRulesOptions } from './hostrules.js'
 export { SerialQueue, withRetry } from './serial.js'
+export { syncBlackholeRoutes, type BlackholeSyncResult } from './blackhole.js'
 export { ReconcileLoop, type ReconcileLoopOptions } from './reconcile.js'

@@ -316,6 +316,7 @@ export class MemoryHostNetwork implements HostNetwork {
       .filter(
         (r) =>
           (r.table ?? MAIN_TABLE) === table &&
+          (r.type ?? 'unicast') === (f.type ?? 'unicast') &&
           (f.family === undefined || r.family === f.family) &&
           (f.protocol === undefined || r.protocol === f.protocol) &&
           (f.linkIndex === undefined || r.linkIndex === f.linkIndex),
@@ -329,7 +330,7 @@ export class MemoryHostNetwork implements HostNetwork {
     if (this.routes.some((x) => sameRouteSlot(x, r)))
       throw new NetlinkError(`addRoute ${route.dst}`, 'EEXIST')
     this.routes.push(r)
-    this.emit({ kind: 'route', action: 'new', route: { ...r } })
+    this.emitRoute('new', r)
   }
 
   async replaceRoute(route: Route): Promise<void> {
@@ -338,7 +339,7 @@ export class MemoryHostNetwork implements HostNetwork {
     const i = this.routes.findIndex((x) => sameRouteSlot(x, r))
     if (i >= 0) this.routes[i] = r
     else this.routes.push(r)
-    this.emit({ kind: 'route', action: 'new', route: { ...r } })
+    this.emitRoute('new', r)
   }
 
   async deleteRoute(key: RouteKey): Promise<void> {
@@ -353,13 +354,14 @@ export class MemoryHostNetwork implements HostNetwork {
         r.dst === dst &&
         (r.table ?? MAIN_TABLE) === table &&
         (key.protocol === undefined || r.protocol === key.protocol) &&
+        (key.type === undefined || (r.type ?? 'unicast') === key.type) &&
         (gateway === undefined || r.gateway === gateway) &&
         (key.linkIndex === undefined || r.linkIndex === key.linkIndex) &&
         (key.priority === undefined || (r.priority ?? 0) === key.priority),
     )
     if (i < 0) throw new NetlinkError(op, 'ESRCH')
     const [removed] = this.routes.splice(i, 1)
-    this.emit({ kind: 'route', action: 'del', route: { ...removed! } })
+    this.emitRoute('del', removed!)
   }
 
   notifications(kinds?: readonly NotificationKind[]): Observable<HostNetworkNotification> {
@@ -376,6 +378,11 @@ export class MemoryHostNetwork implements HostNetwork {
 
   async close(): Promise<void> {}
 
+  /** Route notifications, like the netlink ones, carry unicast routes only. */
+  private emitRoute(action: 'new' | 'del', route: Route): void {
+    if (route.type === undefined) this.emit({ kind: 'route', action, route: { ...route } })
+  }
+
   private checkRoute(route: Route, op: string): Route {
     const dst = parseCidr(route.dst)
     if (dst.family !== route.family) {
@@ -384,6 +391,19 @@ export class MemoryHostNetwork implements HostNetwork {
         route.family,
         `does not match destination ${route.dst}`,
       )
+    }
+    if (route.type === 'blackhole') {
+      if (route.gateway !== undefined || route.linkIndex !== undefined)
+        throw new NetlinkError(op, 'EINVAL')
+      return {
+        family: route.family,
+        type: 'blackhole',
+        dst: `${dst.address}/${dst.prefixLength}`,
+        protocol: route.protocol ?? RTPROT_BOOT,
+        table: route.table ?? MAIN_TABLE,
+        priority: route.priority,
+        scope: route.scope ?? 'universe',
+      }
     }
     const gateway = route.gateway === undefined ? undefined : normalizeIp(route.gateway, 'gateway')
     if (gateway !== undefined && familyOf(gateway) !== route.family) {

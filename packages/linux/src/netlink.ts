@@ -23,6 +23,7 @@ import {
   type RouteFilter,
   type RouteKey,
   type RouteScope,
+  type RouteType,
   type VxlanLinkSpec,
 } from './types.js'
 import { validateVxlanSpec } from './validate.js'
@@ -44,6 +45,7 @@ const RT_SCOPE_LINK = 253
 const RT_SCOPE_HOST = 254
 const RT_SCOPE_NOWHERE = 255
 const RTN_UNICAST = 1
+const RTN_BLACKHOLE = 6
 // rtnetlink message types of notifications.
 const RTM_NEWLINK = 16
 const RTM_DELLINK = 17
@@ -281,6 +283,7 @@ export class NetlinkHostNetwork implements HostNetwork {
         for (const m of msgs) {
           const r = toRoute(m)
           if (!r) continue
+          if ((r.type ?? 'unicast') !== (filter.type ?? 'unicast')) continue
           if ((r.table ?? MAIN_TABLE) !== table) continue
           if (filter.protocol !== undefined && r.protocol !== filter.protocol) continue
           if (filter.linkIndex !== undefined && r.linkIndex !== filter.linkIndex) continue
@@ -310,6 +313,7 @@ export class NetlinkHostNetwork implements HostNetwork {
           table: table < 256 ? table : 0,
           scope: RT_SCOPE_NOWHERE,
           ...(key.protocol !== undefined ? { protocol: key.protocol } : {}),
+          ...(key.type !== undefined ? { type: typeNumber(key.type) } : {}),
         },
         {
           dst: ipToBytes(dst.address),
@@ -403,6 +407,12 @@ export class NetlinkHostNetwork implements HostNetwork {
         detail: 'address families differ',
       })
     }
+    const blackhole = route.type === 'blackhole'
+    if (blackhole && (gateway !== undefined || route.linkIndex !== undefined)) {
+      throw new NetlinkError(`${method} ${route.dst}`, 'EINVAL', {
+        detail: 'a blackhole route has no gateway and no device',
+      })
+    }
     await this.call(`${method} ${route.dst}`, (s) =>
       s.newRoute(
         {
@@ -410,8 +420,9 @@ export class NetlinkHostNetwork implements HostNetwork {
           dstLen: dst.prefixLength,
           table: table < 256 ? table : 0,
           protocol: route.protocol ?? RTPROT_BOOT,
-          scope: scopeNumber(route.scope ?? (gateway ? 'universe' : 'link')),
-          type: RTN_UNICAST,
+          // iproute2's defaults: link scope only for a unicast route without a gateway
+          scope: scopeNumber(route.scope ?? (gateway || blackhole ? 'universe' : 'link')),
+          type: typeNumber(route.type ?? 'unicast'),
           ...(route.onlink ? { flags: { __unknown: RTNH_F_ONLINK } } : {}),
         },
         {
@@ -554,8 +565,8 @@ function toFdbEntry(m: Netlink.rt.NeighborMessage): FdbEntry | undefined {
 function toRoute(m: Netlink.rt.RouteMessage): Route | undefined {
   const family = afName(m.data.family)
   if (!family) return undefined
-  const type = m.data.type
-  if (type !== undefined && type !== RTN_UNICAST && type !== 'UNICAST') return undefined
+  const type = typeName(m.data.type)
+  if (type === undefined) return undefined
   const dstLen = m.data.dstLen ?? 0
   const zero = family === 'inet' ? '0.0.0.0' : '::'
   const dst = m.attrs.dst ? bytesToIp(m.attrs.dst) : zero
@@ -564,6 +575,7 @@ function toRoute(m: Netlink.rt.RouteMessage): Route | undefined {
     typeof m.data.protocol === 'number' ? m.data.protocol : protocolNumber(m.data.protocol)
   return {
     family,
+    ...(type === 'blackhole' ? { type } : {}),
     dst: `${dst}/${dstLen}`,
     gateway: m.attrs.gateway ? bytesToIp(m.attrs.gateway) : undefined,
     linkIndex: m.attrs.oif,
@@ -574,6 +586,17 @@ function toRoute(m: Netlink.rt.RouteMessage): Route | undefined {
     src: m.attrs.prefsrc ? bytesToIp(m.attrs.prefsrc) : undefined,
     scope: scopeName(m.data.scope),
   }
+}
+
+function typeNumber(type: RouteType): number {
+  return type === 'blackhole' ? RTN_BLACKHOLE : RTN_UNICAST
+}
+
+/** The route types this package handles; others (local, broadcast, ...) are skipped. */
+function typeName(t: unknown): RouteType | undefined {
+  if (t === undefined || t === RTN_UNICAST || t === 'UNICAST') return 'unicast'
+  if (t === RTN_BLACKHOLE || t === 'BLACKHOLE') return 'blackhole'
+  return undefined
 }
 
 const PROTOCOL_NUMBERS: Record<string, number> = { REDIRECT: 1, KERNEL: 2, BOOT: 3, STATIC: 4 }
@@ -596,7 +619,7 @@ function toNotification(
     case RTM_NEWROUTE:
     case RTM_DELROUTE: {
       const route = toRoute(nl.rt.parseMessage(type, data) as Netlink.rt.RouteMessage)
-      return route
+      return route && route.type === undefined
         ? { kind: 'route', action: type === RTM_NEWROUTE ? 'new' : 'del', route }
         : undefined
     }

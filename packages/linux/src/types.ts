@@ -141,10 +141,18 @@ export interface FdbKey {
   readonly dst?: string | undefined
 }
 
+/**
+ * Route type (`rtm_type`): `unicast` forwards, `blackhole` silently drops
+ * (`ip route add blackhole <dst>`).
+ */
+export type RouteType = 'unicast' | 'blackhole'
+
 /** A route in a routing table. */
 export interface Route {
   /** Address family. */
   readonly family: AddressFamily
+  /** Route type; absent means `unicast`. A blackhole route has no gateway and no device. */
+  readonly type?: RouteType | undefined
   /** Destination network in CIDR form, e.g. `10.244.2.0/24` (`0.0.0.0/0`, `::/0` for default). */
   readonly dst: string
   /** Next hop (`via`). */
@@ -181,6 +189,8 @@ export interface RouteKey {
   readonly table?: number | undefined
   /** When set, only a route with this `rtm_protocol` is deleted. */
   readonly protocol?: number | undefined
+  /** When set, only a route of this type is deleted (as the kernel: any type when unset). */
+  readonly type?: RouteType | undefined
   /** When set, only a route with this next hop is deleted. */
   readonly gateway?: string | undefined
   /** When set, only a route through this device is deleted. */
@@ -205,6 +215,8 @@ export interface RouteFilter {
   readonly table?: number | undefined
   /** Only routes with this `rtm_protocol`. */
   readonly protocol?: number | undefined
+  /** Only routes of this type; default `unicast`. */
+  readonly type?: RouteType | undefined
   /** Only routes through this device. */
   readonly linkIndex?: number | undefined
 }
@@ -216,6 +228,7 @@ export type NotificationKind = 'link' | 'route' | 'neighbour' | 'fdb'
  * A kernel notification. `action` is `new` for additions and changes, `del`
  * for removals. `overflow` means notifications were lost (the socket buffer
  * overflowed): the subscriber should re-read the state it cares about.
+ * Route notifications carry unicast routes only.
  */
 export type HostNetworkNotification =
   | { readonly kind: 'link'; readonly action: 'new' | 'del'; readonly link: Link }

@@ -4,6 +4,7 @@ import {
   FLANNEL_ROUTE_PROTOCOL,
   MemoryHostNetwork,
   isNetlinkError,
+  syncBlackholeRoutes,
   type HostNetworkNotification,
 } from '../src/index.js'
 import { NetlinkError } from '../src/errors.js'
@@ -153,6 +154,54 @@ describe('MemoryHostNetwork', () => {
     await expect(host.replaceRoute(r)).rejects.toSatisfy((e) => isNetlinkError(e, 'ENETDOWN'))
     await host.setLinkUp(eth.index, true)
     expect((await host.listRoutes()).map((x) => x.dst)).toEqual(['192.0.2.0/24'])
+  })
+
+  it('blackhole routes: listed apart from unicast, no gateway or device, same slot as unicast, not notified', async () => {
+    const { host, eth } = await setup()
+    const seen: HostNetworkNotification[] = []
+    const sub = host.notifications(['route']).subscribe((n) => seen.push(n))
+    await host.addRoute({ family: 'inet', type: 'blackhole', dst: '10.5.1.0/24' })
+    expect(await host.listRoutes({ type: 'blackhole' })).toEqual([
+      expect.objectContaining({ type: 'blackhole', dst: '10.5.1.0/24', protocol: 3 }),
+    ])
+    expect((await host.listRoutes()).map((r) => r.dst)).not.toContain('10.5.1.0/24')
+    await expect(
+      host.addRoute({ family: 'inet', dst: '10.5.1.0/24', linkIndex: eth.index }),
+    ).rejects.toSatisfy((e) => isNetlinkError(e, 'EEXIST'))
+    await expect(
+      host.addRoute({
+        family: 'inet',
+        type: 'blackhole',
+        dst: '10.5.2.0/24',
+        gateway: '192.0.2.9',
+      }),
+    ).rejects.toSatisfy((e) => isNetlinkError(e, 'EINVAL'))
+    await expect(
+      host.deleteRoute({ family: 'inet', dst: '10.5.1.0/24', type: 'unicast' }),
+    ).rejects.toSatisfy((e) => isNetlinkError(e, 'ESRCH'))
+    await host.deleteRoute({ family: 'inet', dst: '10.5.1.0/24' })
+    sub.unsubscribe()
+    expect(seen).toEqual([])
+  })
+
+  it('syncBlackholeRoutes: adds the own subnets, removes only its own stale ones, reports a taken slot', async () => {
+    const { host, eth } = await setup()
+    const owned = { type: 'blackhole', protocol: FLANNEL_ROUTE_PROTOCOL } as const
+    await host.addRoute({ family: 'inet', dst: '10.5.7.0/24', ...owned })
+    await host.addRoute({ family: 'inet', type: 'blackhole', dst: '10.5.8.0/24' })
+    await host.addRoute({ family: 'inet', dst: '10.5.10.0/24', linkIndex: eth.index })
+    const result = await syncBlackholeRoutes(host, ['10.5.9.0/24', '10.5.10.0/24', 'fd00:9::/64'])
+    expect(result.added).toEqual(['10.5.9.0/24', 'fd00:9::/64'])
+    expect(result.removed).toEqual(['10.5.7.0/24'])
+    expect(result.failed.map((f) => [f.subnet, isNetlinkError(f.error, 'EEXIST')])).toEqual([
+      ['10.5.10.0/24', true],
+    ])
+    expect((await host.listRoutes({ type: 'blackhole' })).map((r) => r.dst).sort()).toEqual([
+      '10.5.8.0/24',
+      '10.5.9.0/24',
+      'fd00:9::/64',
+    ])
+    await expect(syncBlackholeRoutes(host, ['10.5.9.0/33'])).rejects.toThrow(/10\.5\.9\.0\/33/)
   })
 
   it('notifies route, neighbour, fdb and link changes to subscribers of those kinds', async () => {

@@ -3,6 +3,7 @@ import { firstValueFrom, filter, take, toArray, timeout } from 'rxjs'
 import {
   FLANNEL_ROUTE_PROTOCOL,
   isNetlinkError,
+  syncBlackholeRoutes,
   type HostNetworkNotification,
 } from '../src/index.js'
 import {
@@ -390,6 +391,97 @@ describe.skipIf(unavailable !== undefined)(
       ])
       await host.deleteRoute({ family: 'inet', dst: '10.250.0.0/16' })
       await host.deleteRoute({ family: 'inet', dst: '10.251.0.0/16' })
+    })
+    it('adds, lists and deletes blackhole routes apart from unicast ones', async () => {
+      await host.addRoute({
+        family: 'inet',
+        type: 'blackhole',
+        dst: '10.244.7.0/24',
+        protocol: FLANNEL_ROUTE_PROTOCOL,
+      })
+      expect(await inNs(ns, 'ip', ['route', 'show', 'type', 'blackhole'])).toContain(
+        'blackhole 10.244.7.0/24 proto 70',
+      )
+      expect(await host.listRoutes({ type: 'blackhole' })).toEqual([
+        expect.objectContaining({
+          family: 'inet',
+          type: 'blackhole',
+          dst: '10.244.7.0/24',
+          protocol: 70,
+          scope: 'universe',
+        }),
+      ])
+      const [route] = await host.listRoutes({ type: 'blackhole' })
+      expect([route!.gateway, route!.linkIndex]).toEqual([undefined, undefined])
+      // the unicast listing (every caller's default) does not see it
+      expect((await host.listRoutes()).map((r) => r.dst)).not.toContain('10.244.7.0/24')
+      await expect(
+        host.addRoute({
+          family: 'inet',
+          type: 'blackhole',
+          dst: '10.244.8.0/24',
+          linkIndex: ethIndex,
+        }),
+      ).rejects.toSatisfy((e) => isNetlinkError(e, 'EINVAL'))
+      // a unicast delete filtered by type leaves the blackhole route alone
+      await expect(
+        host.deleteRoute({ family: 'inet', dst: '10.244.7.0/24', type: 'unicast' }),
+      ).rejects.toSatisfy((e) => isNetlinkError(e, 'ESRCH'))
+      await host.deleteRoute({ family: 'inet', dst: '10.244.7.0/24', type: 'blackhole' })
+      expect(await host.listRoutes({ type: 'blackhole' })).toEqual([])
+    })
+
+    it('syncBlackholeRoutes blackholes the own subnets, drops its stale ones and keeps foreign ones', async () => {
+      const blackholes = async () =>
+        (await host.listRoutes({ type: 'blackhole' })).map((r) => `${r.dst} ${r.protocol}`).sort()
+      try {
+        await host.addRoute({
+          family: 'inet',
+          type: 'blackhole',
+          dst: '10.244.7.0/24',
+          protocol: FLANNEL_ROUTE_PROTOCOL,
+        })
+        await inNs(ns, 'ip', ['route', 'add', 'blackhole', '10.244.8.0/24'])
+        const first = await syncBlackholeRoutes(host, ['10.244.9.0/24', 'fd00:9::/64'])
+        expect(first).toEqual({
+          added: ['10.244.9.0/24', 'fd00:9::/64'],
+          removed: ['10.244.7.0/24'],
+          failed: [],
+        })
+        expect(await blackholes()).toEqual([
+          '10.244.8.0/24 3',
+          '10.244.9.0/24 70',
+          'fd00:9::/64 70',
+        ])
+        // the kernel gives an IPv6 blackhole route `dev lo` and its default metric
+        expect(await inNs(ns, 'ip', ['-6', 'route', 'show', 'type', 'blackhole'])).toMatch(
+          /^blackhole fd00:9::\/64 dev lo proto 70 /m,
+        )
+        // nothing to do the second time
+        expect(await syncBlackholeRoutes(host, ['10.244.9.0/24', 'fd00:9::/64'])).toEqual({
+          added: [],
+          removed: [],
+          failed: [],
+        })
+        // a foreign blackhole for the own subnet is enough (flanneld: "if none exists")
+        expect(await syncBlackholeRoutes(host, ['10.244.8.0/24'])).toEqual({
+          added: [],
+          removed: ['10.244.9.0/24', 'fd00:9::/64'],
+          failed: [],
+        })
+        // a unicast route in the same slot: reported, not thrown
+        await inNs(ns, 'ip', ['route', 'add', '10.244.10.0/24', 'dev', `${prefix}a`])
+        const blocked = await syncBlackholeRoutes(host, ['10.244.10.0/24'])
+        expect(blocked.added).toEqual([])
+        expect(blocked.failed).toHaveLength(1)
+        expect(blocked.failed[0]!.subnet).toBe('10.244.10.0/24')
+        expect(isNetlinkError(blocked.failed[0]!.error, 'EEXIST')).toBe(true)
+        expect(await blackholes()).toEqual(['10.244.8.0/24 3'])
+      } finally {
+        await inNs(ns, 'ip', ['route', 'flush', 'type', 'blackhole']).catch(() => '')
+        await inNs(ns, 'ip', ['-6', 'route', 'flush', 'type', 'blackhole']).catch(() => '')
+        await inNs(ns, 'ip', ['route', 'del', '10.244.10.0/24']).catch(() => '')
+      }
     })
   },
 )
