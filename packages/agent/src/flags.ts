@@ -46,7 +46,7 @@ export interface AgentCommandOptions {
   readonly iptablesResync: number
   /** `--iptables-forward-rules`. */
   readonly iptablesForwardRules: boolean
-  /** `--ip-blackhole-route` (accepted; not implemented, a warning is logged when set). */
+  /** `--ip-blackhole-route`: keep a blackhole route for the own subnet(s), checked every `--iptables-resync` seconds. */
   readonly ipBlackholeRoute: boolean
   /** `--kube-subnet-mgr` (Kubernetes mode is not supported; true is rejected). */
   readonly kubeSubnetMgr: boolean
@@ -213,7 +213,7 @@ export const FLAGS: readonly FlagSpec[] = [
     key: 'ipBlackholeRoute',
     kind: 'bool',
     def: false,
-    help: 'add a blackhole route for the own subnet (not implemented; logged)',
+    help: 'add a blackhole route for the own subnet, checked every --iptables-resync seconds',
   },
   {
     name: 'kube-subnet-mgr',

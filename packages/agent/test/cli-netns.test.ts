@@ -50,6 +50,7 @@ describe.skipIf(reason)(
       await rm(join(dir, 'subnet.env'), { force: true })
       inNs('iptables', '-t', 'nat', '-F')
       inNs('iptables', '-t', 'filter', '-F')
+      inNs('ip', 'route', 'flush', 'type', 'blackhole')
     })
 
     afterAll(async () => {
@@ -148,6 +149,40 @@ describe.skipIf(reason)(
       expect(await exited).toBe(0)
       expect(await leases()).toMatch(/^\/coreos\.com\/network\/subnets\/10\.5\.\d+\.0-24$/)
       await stat(join(dir, 'subnet.env'))
+    }, 60_000)
+
+    it('--ip-blackhole-route blackholes the own subnet, restores it and keeps it on SIGTERM', async () => {
+      await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
+      // an owned blackhole route left by an earlier lease, and someone else's
+      inNs('ip', 'route', 'add', 'blackhole', '10.6.7.0/24', 'proto', '70')
+      inNs('ip', 'route', 'add', 'blackhole', '10.6.8.0/24')
+      const { exited } = agent(
+        '--ip-blackhole-route',
+        '--iptables-resync=1',
+        '--healthz-ip=127.0.0.1',
+        '--healthz-port=18472',
+      )
+      for (let i = 0; i < 300 && (await readyz(18472)) !== 200; i++)
+        await new Promise((r) => setTimeout(r, 50))
+      expect(await readyz(18472)).toBe(200)
+      const env = await readFile(join(dir, 'subnet.env'), 'utf8')
+      const subnet = /FLANNEL_SUBNET=(10\.5\.\d+)\.1\/24/.exec(env)![1] + '.0/24'
+      const blackholes = () =>
+        inNs('ip', 'route', 'show', 'type', 'blackhole')
+          .trim()
+          .split('\n')
+          .map((l) => l.trim())
+      expect(blackholes().sort()).toEqual(
+        [`blackhole ${subnet} proto 70`, 'blackhole 10.6.8.0/24'].sort(),
+      )
+      // deleted by hand: back by the next --iptables-resync check
+      inNs('ip', 'route', 'del', 'blackhole', subnet)
+      for (let i = 0; i < 200 && !blackholes().includes(`blackhole ${subnet} proto 70`); i++)
+        await new Promise((r) => setTimeout(r, 50))
+      expect(blackholes()).toContain(`blackhole ${subnet} proto 70`)
+      child!.kill('SIGTERM')
+      expect(await exited).toBe(0)
+      expect(blackholes()).toContain(`blackhole ${subnet} proto 70`)
     }, 60_000)
 
     it('a deleted own lease exits 1 with flanneld text', async () => {
