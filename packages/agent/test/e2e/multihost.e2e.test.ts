@@ -16,6 +16,9 @@ import { etcdMissingReason } from '@flannel/testkit/etcd'
 import {
   netnsSkipReason,
   nsExec,
+  pingMatrix,
+  podAddress,
+  tcpMatrix,
   readFdb,
   readLinks,
   readNeighbours,
@@ -32,12 +35,6 @@ else await sweepStaleNamespaces()
 
 const NETWORK = '10.244.0.0/16'
 
-/** The first address of a subnet (`10.244.3.0/24` -> `10.244.3.1`). */
-function podAddress(subnet: string): string {
-  const [a, b, c] = subnet.split('/')[0]!.split('.')
-  return `${a}.${b}.${c}.1`
-}
-
 async function bringUp(cluster: Cluster): Promise<string[]> {
   cluster.topology.hosts.forEach((_, i) => cluster.startAgent(i))
   const subnets: string[] = []
@@ -48,59 +45,6 @@ async function bringUp(cluster: Cluster): Promise<string[]> {
     subnets.push(`${addr!.replace(/\.\d+$/, '.0')}/${len}`)
   }
   return subnets
-}
-
-async function pingMatrix(cluster: Cluster, subnets: readonly string[]): Promise<string[]> {
-  const failures: string[] = []
-  const hosts = cluster.topology.hosts
-  await Promise.all(
-    hosts.map(async (from, i) => {
-      for (let j = 0; j < hosts.length; j++) {
-        if (i === j) continue
-        const src = podAddress(subnets[i]!)
-        const dst = podAddress(subnets[j]!)
-        const ok = await waitUntil(
-          () =>
-            from.exec('ping', ['-c1', '-W1', '-I', src, dst]).then((o) => o.includes('1 received')),
-          8000,
-          100,
-        )
-        if (!ok) failures.push(`${src} -> ${dst}`)
-      }
-    }),
-  )
-  return failures
-}
-
-/** A TCP echo server on each pod address; returns the pairs whose 1 MiB did not come back whole. */
-async function tcpMatrix(
-  cluster: Cluster,
-  subnets: readonly string[],
-  bytes = 1 << 20,
-): Promise<string[]> {
-  const hosts = cluster.topology.hosts
-  const port = 18000 + Math.floor(Math.random() * 1000)
-  const servers = hosts.map((h, i) =>
-    h.spawn(process.execPath, [
-      '-e',
-      `require('net').createServer((s) => s.pipe(s)).listen(${port}, '${podAddress(subnets[i]!)}', () => console.log('listening'))`,
-    ]),
-  )
-  try {
-    await Promise.all(servers.map((s) => s.waitFor(/listening/)))
-    const failures: string[] = []
-    for (const [i, from] of hosts.entries()) {
-      for (let j = 0; j < hosts.length; j++) {
-        if (i === j) continue
-        const client = `const c = require('net').connect({ host: '${podAddress(subnets[j]!)}', port: ${port}, localAddress: '${podAddress(subnets[i]!)}' }); let n = 0; c.on('data', (d) => { n += d.length; if (n >= ${bytes}) { console.log(n); c.destroy() } }); c.write(Buffer.alloc(${bytes}, 7)); setTimeout(() => { console.log(n); process.exit(1) }, 8000).unref()`
-        const got = await from.exec(process.execPath, ['-e', client]).catch(() => '0')
-        if (Number(got.trim()) !== bytes) failures.push(`${i + 1} -> ${j + 1}: ${got.trim()} bytes`)
-      }
-    }
-    return failures
-  } finally {
-    await Promise.all(servers.map((s) => s.stop()))
-  }
 }
 
 const UDP_PORT = 8285
@@ -254,11 +198,11 @@ describe.skipIf(skip !== undefined)(
     })
 
     it('carries pings between every pair of pod addresses', async () => {
-      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+      expect(await pingMatrix(cluster!.topology.hosts, subnets)).toEqual([])
     })
 
     it('carries a 1 MiB TCP echo between every pair of pod addresses', async () => {
-      expect(await tcpMatrix(cluster!, subnets)).toEqual([])
+      expect(await tcpMatrix(cluster!.topology.hosts, subnets)).toEqual([])
     })
 
     it('restores a route, a neighbour and an FDB entry deleted by hand', async () => {
@@ -301,7 +245,7 @@ describe.skipIf(skip !== undefined)(
       }, 8000)
       expect(after?.address).toBe(before!.address)
       expect(after?.ifindex).not.toBe(before!.ifindex)
-      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+      expect(await pingMatrix(cluster!.topology.hosts, subnets)).toEqual([])
     })
 
     it('restarts an agent on the same subnet without duplicate entries, and traffic resumes', async () => {
@@ -318,7 +262,7 @@ describe.skipIf(skip !== undefined)(
         expect(await readFdb(host.ns, 'flannel.1')).toHaveLength(2)
         expect(await readNeighbours(host.ns, 'flannel.1')).toHaveLength(2)
       }
-      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+      expect(await pingMatrix(cluster!.topology.hosts, subnets)).toEqual([])
     })
 
     it('removes a leaving host from the others when its lease is deleted', async () => {
@@ -386,11 +330,11 @@ describe.skipIf(skip !== undefined)(
     })
 
     it('carries pings between every pair of pod addresses', async () => {
-      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+      expect(await pingMatrix(cluster!.topology.hosts, subnets)).toEqual([])
     })
 
     it('carries a 1 MiB TCP echo between every pair of pod addresses', async () => {
-      expect(await tcpMatrix(cluster!, subnets)).toEqual([])
+      expect(await tcpMatrix(cluster!.topology.hosts, subnets)).toEqual([])
     })
 
     it('restores a route deleted by hand', async () => {
@@ -483,11 +427,11 @@ describe.skipIf(skip !== undefined)(
     })
 
     it('carries pings between every pair of pod addresses', async () => {
-      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+      expect(await pingMatrix(cluster!.topology.hosts, subnets)).toEqual([])
     })
 
     it('carries a 1 MiB TCP echo between every pair of pod addresses', async () => {
-      expect(await tcpMatrix(cluster!, subnets)).toEqual([])
+      expect(await tcpMatrix(cluster!.topology.hosts, subnets)).toEqual([])
     })
 
     it('sends the inner IPv4 packet as the whole UDP payload on port 8285, its TTL dropping once per flannel node', async () => {
@@ -635,7 +579,7 @@ describe.skipIf(skip !== undefined)(
       expect(direct?.gateway).toBe(h2!.underlayIp)
       expect(await readRoutes(h1!.ns, { dev: 'flannel.1' })).toEqual([])
       expect(await readFdb(h1!.ns, 'flannel.1')).toEqual([])
-      expect(await pingMatrix(cluster!, subnets)).toEqual([])
+      expect(await pingMatrix(cluster!.topology.hosts, subnets)).toEqual([])
     })
   },
 )

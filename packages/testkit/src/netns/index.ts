@@ -402,3 +402,4 @@ export {
   type ClusterAgent,
   type ClusterOptions,
 } from './cluster.js'
+export { podAddress, pingMatrix, tcpMatrix } from './traffic.js'
