@@ -298,8 +298,11 @@ export async function linkNamespaces(
 
 /** How to run one flanneld. */
 export interface FlanneldOptions {
-  /** Namespace to run in (required: flanneld never runs in the host namespace). */
-  readonly netns: Netns
+  /**
+   * Namespace to run in (required: flanneld never runs in the host namespace):
+   * a {@link Netns}, or any namespace a test built, by name.
+   */
+  readonly netns: Pick<Netns, 'name'>
   /** etcd endpoint reachable from the namespace (`InteropEtcd.socketEndpoint`). */
   readonly etcdEndpoint: string
   /** `--etcd-prefix` (default `/coreos.com/network`). */
