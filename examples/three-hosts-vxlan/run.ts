@@ -12,6 +12,7 @@
 import { etcdMissingReason } from '@flannel/testkit/etcd'
 import {
   netnsSkipReason,
+  podAddress,
   readFdb,
   readNeighbours,
   readRoutes,
@@ -97,7 +98,6 @@ async function demo(): Promise<void> {
     }
 
     console.log('\n5. ping matrix between pod addresses (through the VXLAN tunnels):')
-    const pod = (s: string) => s.replace(/\.0\//, '.1/').split('/')[0]!
     for (const [i, from] of hosts.entries()) {
       const cells: string[] = []
       for (const [j] of hosts.entries()) {
@@ -108,15 +108,16 @@ async function demo(): Promise<void> {
         const out = await waitUntil(
           () =>
             from
-              .exec('ping', ['-c1', '-W1', '-I', pod(subnets[i]!), pod(subnets[j]!)])
+              .exec('ping', ['-c1', '-W1', '-I', podAddress(subnets[i]!), podAddress(subnets[j]!)])
               .catch(() => ''),
           5000,
           100,
         )
         const rtt = /time=([\d.]+) ms/.exec(out)?.[1]
         cells.push(rtt ? `ok ${rtt.padStart(6)} ms` : '   FAILED    ')
+        if (!rtt) process.exitCode = 1
       }
-      console.log(`   ${pod(subnets[i]!).padEnd(12)} -> ${cells.join(' | ')}`)
+      console.log(`   ${podAddress(subnets[i]!).padEnd(12)} -> ${cells.join(' | ')}`)
     }
 
     const leaving = hosts[2]!

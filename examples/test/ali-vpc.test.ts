@@ -1,0 +1,24 @@
+import { execFile } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { describe, expect, it } from 'vitest'
+
+const run = promisify(execFile)
+
+describe('examples/ali-vpc.ts', () => {
+  it('creates the lease route entry through the local Alibaba emulator and waits for Available', async () => {
+    // Credentials of the machine must not leak in: the example takes the emulator's.
+    const env: NodeJS.ProcessEnv = { ...process.env, ALI_REAL: '' }
+    delete env.ACCESS_KEY_ID
+    delete env.ACCESS_KEY_SECRET
+    const { stdout } = await run(
+      process.execPath,
+      ['--conditions=@flannel/source', '--import', 'tsx', 'ali-vpc.ts'],
+      { cwd: fileURLToPath(new URL('..', import.meta.url)), env },
+    )
+    expect(stdout).toContain('lease 10.5.34.0/24, MTU 1500')
+    expect(stdout).toMatch(/^Custom 10\.5\.34\.0\/24\s+-> i-\w+ \(Available\)$/m)
+    // the emulator's system entries are listed and untouched
+    expect(stdout).toMatch(/^System 192\.168\.0\.0\/16\s+-> local \(Available\)$/m)
+  })
+})
