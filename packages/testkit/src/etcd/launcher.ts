@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { rmSync } from 'node:fs'
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -8,6 +8,7 @@ import { promisify } from 'node:util'
 import { Etcd3, type IOptions } from 'etcd3'
 import { etcdBinary, etcdctlBinary, etcdMissingReason } from './available.js'
 import type { TestCertificates } from './certs.js'
+import { pauseProcess, resumeProcess } from '../proc/index.js'
 
 const execFileAsync = promisify(execFile)
 
@@ -138,34 +139,6 @@ function etcdEnv(): NodeJS.ProcessEnv {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
-}
-
-/** Scheduler state letters of every thread of `pid` (`T` = stopped), from /proc. */
-async function threadStates(pid: number): Promise<string[]> {
-  const tasks = await readdir(`/proc/${pid}/task`)
-  const states = await Promise.all(
-    tasks.map(async (task) => {
-      const stat = await readFile(`/proc/${pid}/task/${task}/stat`, 'utf8').catch(() => '')
-      // "pid (comm) S ...": comm may hold spaces or parentheses, the state follows the last ')'
-      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
-    }),
-  )
-  return states.filter((s) => s !== '')
-}
-
-/** Waits until every thread of `pid` is stopped by a signal. */
-async function waitStopped(pid: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const states = await threadStates(pid)
-    if (states.length > 0 && states.every((s) => s === 'T' || s === 't')) return
-    if (Date.now() > deadline) {
-      throw new Error(
-        `etcd (pid ${pid}) not stopped after ${timeoutMs} ms: threads ${states.join('')}`,
-      )
-    }
-    await sleep(5)
-  }
 }
 
 function exited(child: ChildProcess): Promise<void> {
@@ -381,13 +354,12 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
     etcdctl,
     async pause() {
       if (child?.pid === undefined || paused) return
-      child.kill('SIGSTOP')
       paused = true
-      await waitStopped(child.pid, 10_000)
+      await pauseProcess(child.pid)
     },
     resume() {
       if (child?.pid === undefined || !paused) return
-      child.kill('SIGCONT')
+      resumeProcess(child.pid)
       paused = false
     },
     async kill() {

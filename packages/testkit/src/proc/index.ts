@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { readdir, readFile } from 'node:fs/promises'
 
 /** A command failed: its line, exit code and stderr. */
 export class ProcessError extends Error {
@@ -192,4 +193,45 @@ export async function killAllProcesses(): Promise<void> {
         : new Promise((r) => c.once('exit', r)),
     ),
   )
+}
+
+/** Scheduler state letters of every thread of `pid` (`T` = stopped), from /proc. */
+async function threadStates(pid: number): Promise<string[]> {
+  const tasks = await readdir(`/proc/${pid}/task`)
+  const states = await Promise.all(
+    tasks.map(async (task) => {
+      const stat = await readFile(`/proc/${pid}/task/${task}/stat`, 'utf8').catch(() => '')
+      // "pid (comm) S ...": comm may hold spaces or parentheses; the state follows the last ')'
+      const end = stat.lastIndexOf(')')
+      return stat.slice(end + 2, end + 3)
+    }),
+  )
+  return states.filter((s) => s !== '')
+}
+
+/**
+ * Freezes process `pid` (SIGSTOP) and resolves once every one of its threads
+ * is stopped. The kernel stops a multi-threaded process only when one of its
+ * threads next runs, so on a busy machine it may go on working for a while
+ * after the signal is sent; a test that pauses a server to see it silent
+ * must wait for this.
+ */
+export async function pauseProcess(pid: number, timeoutMs = 10_000): Promise<void> {
+  process.kill(pid, 'SIGSTOP')
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const states = await threadStates(pid)
+    if (states.length > 0 && states.every((s) => s === 'T' || s === 't')) return
+    if (Date.now() > deadline) {
+      throw new Error(
+        `process ${pid} not stopped after ${timeoutMs} ms: threads ${states.join('')}`,
+      )
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+/** Continues a process frozen by {@link pauseProcess} (SIGCONT). */
+export function resumeProcess(pid: number): void {
+  process.kill(pid, 'SIGCONT')
 }
