@@ -366,6 +366,11 @@ export class Flanneld {
     return new Flanneld(child)
   }
 
+  /** flanneld's process id (`ip netns exec` execs the binary), e.g. to pause it. */
+  get pid(): number | undefined {
+    return this.child.pid
+  }
+
   /** Everything flanneld printed so far. */
   get log(): string {
     return this.logText
