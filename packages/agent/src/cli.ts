@@ -6,6 +6,7 @@
  */
 import { helpText, optionsFromFlags } from './flags.js'
 import { startAgentCommand } from './command.js'
+import { AGENT_VERSION } from './version.js'
 
 async function main(): Promise<number> {
   let options
@@ -17,6 +18,11 @@ async function main(): Promise<number> {
   }
   if (options.help) {
     process.stdout.write(helpText())
+    return 0
+  }
+  if (options.version) {
+    // flanneld prints its version to stderr
+    process.stderr.write(`v${AGENT_VERSION}\n`)
     return 0
   }
   const command = await startAgentCommand(options)

@@ -66,6 +66,8 @@ export interface AgentCommandOptions {
   readonly healthzPort: number
   /** `-v`, log verbosity. */
   readonly v: number
+  /** `--version`: print the version to stderr and exit 0, as flanneld does. */
+  readonly version: boolean
   /** `--help` was given: print {@link helpText} and exit 0. */
   readonly help: boolean
 }
@@ -272,6 +274,7 @@ export const FLAGS: readonly FlagSpec[] = [
     help: 'the port for healthz server to listen (0 to disable)',
   },
   { name: 'v', key: 'v', kind: 'int', def: 0, help: 'log level verbosity' },
+  { name: 'version', key: 'version', kind: 'bool', def: false, help: 'print version and exit' },
 ]
 
 /** The environment variable of a flag: `FLANNELD_` + name upper-cased, `-` -> `_`. */

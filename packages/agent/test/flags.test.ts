@@ -132,6 +132,13 @@ const rows: {
     value: false,
   },
   {
+    flag: 'version',
+    argv: ['--version'],
+    env: 'true',
+    key: 'version',
+    value: true,
+  },
+  {
     flag: 'ip-blackhole-route',
     argv: ['--ip-blackhole-route'],
     env: 'true',

@@ -66,6 +66,15 @@ describe.skipIf(skipReason !== undefined)(
       },
     )
 
+    it('--version: both exit 0 with one version line on stderr', () => {
+      const t = theirs(['--version'])
+      const o = ours(['--version'])
+      expect(t.status).toBe(0)
+      expect(o.status).toBe(0)
+      expect(t.message).toMatch(/^v\d+\.\d+\.\d+/)
+      expect(o.message).toMatch(/^v\d+\.\d+\.\d+$/)
+    })
+
     // Known difference (reported): flanneld v0.28.10 prints the flag error and
     // its usage text, then exits with status 0; flannel-agent exits 1 with one
     // line. Drop `.fails` if the agent is changed to match.
