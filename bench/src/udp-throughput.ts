@@ -5,7 +5,9 @@
  *   2. kernel vxlan set up as flanneld does it,
  *   3. the udp backend in `single` mode (one packet per system call, flanneld's C loop),
  *   4. the udp backend in `batch` mode (recvmmsg/sendmmsg, a thread per direction),
- *   5. the udp backend in `offload` mode (falls back to batch where unavailable; the mode run is printed).
+ *   5. the udp backend in `offload` mode (falls back to batch where unavailable; the mode run is printed),
+ *   6. real flanneld's udp backend, when a flanneld binary is there (`FLANNELD_BIN` or
+ *      `.tmp/flanneld`, see packages/testkit/src/flanneld/README.md) and etcd is installed.
  * Prints Gbit/s (median of the runs), sender/receiver CPU as iperf3 reports
  * it, and ratios. Needs root, iperf3 and /dev/net/tun. Nothing is asserted.
  *
@@ -14,6 +16,17 @@
 import { execFile, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { etcdMissingReason } from '@flannel/testkit/etcd'
+import {
+  ALLOCATED,
+  Flanneld,
+  SUBNET_FILE_WRITTEN,
+  interopSkipReason,
+  startInteropEtcd,
+} from '@flannel/testkit/flanneld'
 import { startUdpNode, type JsonLineProcess } from '../../packages/backend-udp/test/helpers/proc.js'
 
 const run = promisify(execFile)
@@ -179,6 +192,54 @@ async function udp(
   }
 }
 
+/**
+ * Real flanneld (udp backend) in both namespaces, on a private etcd. Returns
+ * the address to send to (B's flannel0 address) and how to stop everything.
+ */
+async function flanneldUdp(): Promise<{ target: string; stop: () => Promise<void> }> {
+  const etcd = await startInteropEtcd()
+  const dir = await mkdtemp(join(tmpdir(), 'fl-bench-udp-'))
+  const daemons: Flanneld[] = []
+  const stop = async (): Promise<void> => {
+    for (const d of daemons) await d.stop()
+    await etcd.stop()
+    await rm(dir, { recursive: true, force: true })
+  }
+  try {
+    await etcd
+      .connect()
+      .put('/coreos.com/network/config')
+      .value('{"Network":"10.7.0.0/16","Backend":{"Type":"udp"}}')
+    const subnets: string[] = []
+    for (const ns of [A, B]) {
+      const d = Flanneld.start({
+        netns: { name: ns },
+        etcdEndpoint: etcd.socketEndpoint,
+        iface: 'eth0',
+        subnetFile: join(dir, `${ns}.env`),
+        extraArgs: ['--iptables-forward-rules=false'],
+      })
+      daemons.push(d)
+      subnets.push((await d.waitForLog(ALLOCATED, 20_000))[1]!)
+      await d.waitForLog(SUBNET_FILE_WRITTEN)
+    }
+    const target = subnets[1]!.split('/')[0]!
+    // until A's flanneld has learnt B's lease
+    for (let i = 0; ; i++) {
+      const ok = await inNs(A, 'ping', '-c1', '-W1', target).then(
+        () => true,
+        () => false,
+      )
+      if (ok) break
+      if (i >= 20) throw new Error(`flanneld udp: no answer from ${target}`)
+    }
+    return { target, stop }
+  } catch (error) {
+    await stop()
+    throw error
+  }
+}
+
 async function main(): Promise<void> {
   await topology()
   const server = spawn('ip', ['netns', 'exec', B, 'iperf3', '-s'], { stdio: 'ignore' })
@@ -200,6 +261,17 @@ async function main(): Promise<void> {
         await u.stop()
       }
     }
+    const noFlanneld = interopSkipReason() ?? etcdMissingReason()
+    if (noFlanneld) {
+      console.log(`(real flanneld udp row skipped: ${noFlanneld})`)
+    } else {
+      const f = await flanneldUdp()
+      try {
+        rows.push({ path: 'flanneld udp (v0.28 binary)', r: await iperf(f.target) })
+      } finally {
+        await f.stop()
+      }
+    }
   } finally {
     server.kill()
     await sh('ip', 'netns', 'del', A).catch(() => undefined)
@@ -215,6 +287,13 @@ async function main(): Promise<void> {
     console.log(
       `${path.padEnd(28)} ${r.gbps.toFixed(2).padStart(6)}  ${((r.gbps / raw) * 100).toFixed(1).padStart(5)}%  ${(r.gbps / single).toFixed(2).padStart(12)}x  ${r.cpuSender.toFixed(0).padStart(5)} / ${r.cpuReceiver.toFixed(0).padEnd(5)}  ${r.retransmits}`,
     )
+  }
+  const flanneld = rows.find((x) => x.path.startsWith('flanneld'))?.r.gbps
+  if (flanneld !== undefined) {
+    const ratios = rows
+      .filter((x) => x.path.startsWith('udp '))
+      .map((x) => `${x.path.slice(4)} ${(x.r.gbps / flanneld).toFixed(1)}x`)
+    console.log(`vs real flanneld udp: ${ratios.join(', ')}`)
   }
 }
 
