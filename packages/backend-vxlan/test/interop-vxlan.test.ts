@@ -4,21 +4,15 @@
  * etcd in flanneld's format through the testkit's fixed-subnet registry.
  * Checks: the bytes our backend publishes (with the real MAC of its device),
  * the device and per-peer kernel state on both hosts side by side, ping both
- * ways, and removal in both directions. Runs when a flanneld binary and the
- * `VxlanBackend` export are available; otherwise skipped with the reason.
+ * ways, and removal in both directions. Skipped with the reason when no
+ * flanneld binary is available.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Subscription } from 'rxjs'
-import {
-  Ip4Net,
-  parseNetworkConfig,
-  subnetKey,
-  type Backend,
-  type BackendContext,
-} from '@flannel/core'
+import { Ip4Net, parseNetworkConfig, subnetKey } from '@flannel/core'
 import type { Netns } from '@flannel/testkit/flanneld'
 import {
   bridgedHosts,
@@ -35,16 +29,9 @@ import {
   type VxlanState,
 } from '@flannel/testkit/flanneld'
 import { RemoteHostNetwork } from '../../linux/test/helpers/netns.js'
+import { VxlanBackend } from '../src/index.js'
 
-type VxlanCtor = new (
-  ctx: BackendContext,
-  options?: { host?: unknown; procSys?: string | false },
-) => Backend
-const vxlanModule = (await import('../src/index.js')) as unknown as Record<string, unknown>
-const VxlanBackend = vxlanModule.VxlanBackend as VxlanCtor | undefined
-const skipReason =
-  interopSkipReason() ??
-  (typeof VxlanBackend === 'function' ? undefined : 'VxlanBackend is not exported yet')
+const skipReason = interopSkipReason()
 if (skipReason) console.warn(`interop-vxlan: skipped: ${skipReason}`)
 
 const PREFIX = '/vxmix/network'
@@ -116,7 +103,7 @@ describe.skipIf(skipReason !== undefined)(
         configText: CONFIG_TEXT,
         subnet: OUR_SUBNET,
       })
-      const backend = new VxlanBackend!(
+      const backend = new VxlanBackend(
         {
           registry,
           extIface: {
