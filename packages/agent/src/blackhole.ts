@@ -5,31 +5,40 @@ import { firstLine } from './text.js'
 /**
  * `--ip-blackhole-route`: a blackhole route for each own subnet, added now and
  * checked every `--iptables-resync` seconds as flanneld does (flanneld adds it
- * only after the first interval). The routes stay when the command stops;
- * `undo` (failed start only) removes the ones this run added.
+ * only after the first interval), and at once when a route for the own subnet
+ * comes or goes: a subnet routed by a bridge gets no blackhole (see
+ * `syncBlackholeRoutes`). The routes stay when the command stops; `undo`
+ * (failed start only) removes the ones this run added.
  */
 export async function startBlackholeRoutes(
   ctx: PrepareContext,
   options: AgentCommandOptions,
   logger: Logger,
 ): Promise<{ stop(): Promise<void>; undo(): Promise<void> }> {
-  const { NetlinkHostNetwork, syncBlackholeRoutes, FLANNEL_ROUTE_PROTOCOL } = await import(
-    '@flannel/linux'
-  )
-  const host = new NetlinkHostNetwork({ logger })
+  const linux = await import('@flannel/linux')
+  const host = new linux.NetlinkHostNetwork({ logger })
   const { config, network } = ctx
   const subnets: string[] = []
   if (config.enableIPv4) subnets.push(network.lease.subnet.toString())
   if (config.enableIPv6 && network.lease.ipv6Subnet)
     subnets.push(network.lease.ipv6Subnet.toString())
+  const own = new Set(subnets.map((s) => linux.normalizeCidr(s)))
   const added = new Set<string>()
   let lastFailure = ''
+  let lastYielded = ''
   const sync = async (): Promise<void> => {
-    const result = await syncBlackholeRoutes(host, subnets)
+    const result = await linux.syncBlackholeRoutes(host, subnets)
     for (const subnet of result.added) added.add(subnet)
     if (result.added.length > 0) logger.info({ subnets: result.added }, 'blackhole route added')
     if (result.removed.length > 0)
-      logger.info({ subnets: result.removed }, 'stale blackhole route removed')
+      logger.info({ subnets: result.removed }, 'flannel blackhole route removed')
+    const yielded = result.yielded.join(',')
+    if (yielded !== '' && yielded !== lastYielded)
+      logger.info(
+        { subnets: result.yielded },
+        'a unicast route (e.g. a bridge) routes the own subnet: no blackhole route',
+      )
+    lastYielded = yielded
     // flanneld logs every failed try; once per distinct failure is enough to see it
     const failure = result.failed.map((f) => `${f.subnet}: ${firstLine(f.error)}`).join('; ')
     if (failure !== '' && failure !== lastFailure)
@@ -38,9 +47,16 @@ export async function startBlackholeRoutes(
   }
   let timer: NodeJS.Timeout | undefined
   let running: Promise<void> = Promise.resolve()
+  let queued = false
+  /** Runs one more sync after the current one; calls while one is queued are merged. */
   const tick = (): void => {
+    if (queued) return
+    queued = true
     running = running
-      .then(sync)
+      .then(() => {
+        queued = false
+        return sync()
+      })
       .catch((error: unknown) => logger.warn({ err: error }, 'checking blackhole routes failed'))
   }
   try {
@@ -50,23 +66,34 @@ export async function startBlackholeRoutes(
     throw error
   }
   if (options.iptablesResync > 0) timer = setInterval(tick, options.iptablesResync * 1000)
-  const stop = async (): Promise<void> => {
+  // A bridge taking the own subnet (or giving it up) is acted on at once, not at the next
+  // check. The kernel sends no route notification when a link's routes go with the link,
+  // so any link change triggers a check too.
+  const watch = host.notifications(['route', 'link']).subscribe({
+    next: (n) => {
+      if (n.kind !== 'route' || own.has(n.route.dst)) tick()
+    },
+    error: (error: unknown) => logger.warn({ err: error }, 'route notifications failed'),
+  })
+  const halt = async (): Promise<void> => {
+    watch.unsubscribe()
     clearInterval(timer)
     await running
-    await host.close()
   }
   return {
-    stop,
+    stop: async () => {
+      await halt()
+      await host.close()
+    },
     undo: async () => {
-      clearInterval(timer)
-      await running
+      await halt()
       for (const dst of added) {
         await host
           .deleteRoute({
             family: dst.includes(':') ? 'inet6' : 'inet',
             dst,
             type: 'blackhole',
-            protocol: FLANNEL_ROUTE_PROTOCOL,
+            protocol: linux.FLANNEL_ROUTE_PROTOCOL,
           })
           .catch(() => undefined)
       }

@@ -151,7 +151,7 @@ describe.skipIf(reason)(
       await stat(join(dir, 'subnet.env'))
     }, 60_000)
 
-    it('--ip-blackhole-route blackholes the own subnet, restores it and keeps it on SIGTERM', async () => {
+    it('--ip-blackhole-route blackholes the own subnet, restores it, yields to a bridge and keeps it on SIGTERM', async () => {
       await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
       // an owned blackhole route left by an earlier lease, and someone else's
       inNs('ip', 'route', 'add', 'blackhole', '10.6.7.0/24', 'proto', '70')
@@ -177,6 +177,23 @@ describe.skipIf(reason)(
       )
       // deleted by hand: back by the next --iptables-resync check
       inNs('ip', 'route', 'del', 'blackhole', subnet)
+      for (let i = 0; i < 200 && !blackholes().includes(`blackhole ${subnet} proto 70`); i++)
+        await new Promise((r) => setTimeout(r, 50))
+      expect(blackholes()).toContain(`blackhole ${subnet} proto 70`)
+      // a bridge takes the subnet (pods on cni0): the blackhole would shadow it, so it goes
+      const pod = subnet.replace(/\.0\/24$/, '.1/24')
+      inNs('ip', 'link', 'add', 'cni0', 'type', 'bridge')
+      try {
+        inNs('ip', 'addr', 'add', pod, 'dev', 'cni0')
+        inNs('ip', 'link', 'set', 'cni0', 'up')
+        for (let i = 0; i < 200 && blackholes().includes(`blackhole ${subnet} proto 70`); i++)
+          await new Promise((r) => setTimeout(r, 50))
+        expect(blackholes()).not.toContain(`blackhole ${subnet} proto 70`)
+        expect(inNs('ip', 'route', 'get', subnet.replace(/\.0\/24$/, '.5'))).toContain('dev cni0')
+      } finally {
+        inNs('ip', 'link', 'del', 'cni0')
+      }
+      // the bridge gone, the blackhole is back
       for (let i = 0; i < 200 && !blackholes().includes(`blackhole ${subnet} proto 70`); i++)
         await new Promise((r) => setTimeout(r, 50))
       expect(blackholes()).toContain(`blackhole ${subnet} proto 70`)

@@ -184,24 +184,55 @@ describe('MemoryHostNetwork', () => {
     expect(seen).toEqual([])
   })
 
-  it('syncBlackholeRoutes: adds the own subnets, removes only its own stale ones, reports a taken slot', async () => {
+  it('syncBlackholeRoutes: adds the own subnets, removes only its own stale ones, yields to a unicast route', async () => {
     const { host, eth } = await setup()
     const owned = { type: 'blackhole', protocol: FLANNEL_ROUTE_PROTOCOL } as const
     await host.addRoute({ family: 'inet', dst: '10.5.7.0/24', ...owned })
     await host.addRoute({ family: 'inet', type: 'blackhole', dst: '10.5.8.0/24' })
     await host.addRoute({ family: 'inet', dst: '10.5.10.0/24', linkIndex: eth.index })
     const result = await syncBlackholeRoutes(host, ['10.5.9.0/24', '10.5.10.0/24', 'fd00:9::/64'])
-    expect(result.added).toEqual(['10.5.9.0/24', 'fd00:9::/64'])
-    expect(result.removed).toEqual(['10.5.7.0/24'])
-    expect(result.failed.map((f) => [f.subnet, isNetlinkError(f.error, 'EEXIST')])).toEqual([
-      ['10.5.10.0/24', true],
-    ])
+    expect(result).toEqual({
+      added: ['10.5.9.0/24', 'fd00:9::/64'],
+      removed: ['10.5.7.0/24'],
+      yielded: ['10.5.10.0/24'],
+      failed: [],
+    })
     expect((await host.listRoutes({ type: 'blackhole' })).map((r) => r.dst).sort()).toEqual([
       '10.5.8.0/24',
       '10.5.9.0/24',
       'fd00:9::/64',
     ])
+    // a bridge address takes 10.5.9.0/24 later: its connected route would be shadowed
+    await host.addAddress({
+      linkIndex: eth.index,
+      family: 'inet',
+      address: '10.5.9.1',
+      prefixLength: 24,
+    })
+    expect(await syncBlackholeRoutes(host, ['10.5.9.0/24'])).toEqual({
+      added: [],
+      removed: ['10.5.9.0/24', 'fd00:9::/64'],
+      yielded: ['10.5.9.0/24'],
+      failed: [],
+    })
+    expect((await host.listRoutes({ type: 'blackhole' })).map((r) => r.dst)).toEqual([
+      '10.5.8.0/24',
+    ])
     await expect(syncBlackholeRoutes(host, ['10.5.9.0/33'])).rejects.toThrow(/10\.5\.9\.0\/33/)
+  })
+
+  it('syncBlackholeRoutes reports a failed add and goes on with the next subnet', async () => {
+    const { host } = await setup()
+    host.failNext('addRoute', 'EPERM')
+    const result = await syncBlackholeRoutes(host, ['10.5.11.0/24', '10.5.12.0/24'])
+    expect(result.added).toEqual(['10.5.12.0/24'])
+    expect(result.failed.map((f) => [f.subnet, isNetlinkError(f.error, 'EPERM')])).toEqual([
+      ['10.5.11.0/24', true],
+    ])
+    // the next check adds it
+    expect((await syncBlackholeRoutes(host, ['10.5.11.0/24', '10.5.12.0/24'])).added).toEqual([
+      '10.5.11.0/24',
+    ])
   })
 
   it('notifies route, neighbour, fdb and link changes to subscribers of those kinds', async () => {

@@ -446,6 +446,7 @@ describe.skipIf(unavailable !== undefined)(
         expect(first).toEqual({
           added: ['10.244.9.0/24', 'fd00:9::/64'],
           removed: ['10.244.7.0/24'],
+          yielded: [],
           failed: [],
         })
         expect(await blackholes()).toEqual([
@@ -461,26 +462,37 @@ describe.skipIf(unavailable !== undefined)(
         expect(await syncBlackholeRoutes(host, ['10.244.9.0/24', 'fd00:9::/64'])).toEqual({
           added: [],
           removed: [],
+          yielded: [],
           failed: [],
         })
         // a foreign blackhole for the own subnet is enough (flanneld: "if none exists")
         expect(await syncBlackholeRoutes(host, ['10.244.8.0/24'])).toEqual({
           added: [],
           removed: ['10.244.9.0/24', 'fd00:9::/64'],
+          yielded: [],
           failed: [],
         })
-        // a unicast route in the same slot: reported, not thrown
-        await inNs(ns, 'ip', ['route', 'add', '10.244.10.0/24', 'dev', `${prefix}a`])
-        const blocked = await syncBlackholeRoutes(host, ['10.244.10.0/24'])
-        expect(blocked.added).toEqual([])
-        expect(blocked.failed).toHaveLength(1)
-        expect(blocked.failed[0]!.subnet).toBe('10.244.10.0/24')
-        expect(isNetlinkError(blocked.failed[0]!.error, 'EEXIST')).toBe(true)
+        // a bridge address routes the subnet: the blackhole would shadow its
+        // connected route (the kernel answers `ip route get` with EINVAL then)
+        expect((await syncBlackholeRoutes(host, ['10.244.10.0/24'])).added).toEqual([
+          '10.244.10.0/24',
+        ])
+        await inNs(ns, 'ip', ['link', 'add', `${prefix}br`, 'type', 'bridge'])
+        await inNs(ns, 'ip', ['addr', 'add', '10.244.10.1/24', 'dev', `${prefix}br`])
+        await inNs(ns, 'ip', ['link', 'set', `${prefix}br`, 'up'])
+        await expect(inNs(ns, 'ip', ['route', 'get', '10.244.10.5'])).rejects.toThrow()
+        expect(await syncBlackholeRoutes(host, ['10.244.10.0/24'])).toEqual({
+          added: [],
+          removed: ['10.244.10.0/24'],
+          yielded: ['10.244.10.0/24'],
+          failed: [],
+        })
+        expect(await inNs(ns, 'ip', ['route', 'get', '10.244.10.5'])).toContain(`dev ${prefix}br`)
         expect(await blackholes()).toEqual(['10.244.8.0/24 3'])
       } finally {
         await inNs(ns, 'ip', ['route', 'flush', 'type', 'blackhole']).catch(() => '')
         await inNs(ns, 'ip', ['-6', 'route', 'flush', 'type', 'blackhole']).catch(() => '')
-        await inNs(ns, 'ip', ['route', 'del', '10.244.10.0/24']).catch(() => '')
+        await inNs(ns, 'ip', ['link', 'del', `${prefix}br`]).catch(() => '')
       }
     })
   },
