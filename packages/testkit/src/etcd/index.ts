@@ -1,5 +1,6 @@
 /**
- * @flannel/testkit/etcd: a private single-node etcd per test file.
+ * @flannel/testkit/etcd: a private etcd per test file (single node, or a
+ * multi-member cluster for failover tests).
  *
  * ```ts
  * import { etcdMissingReason, startEtcd } from '@flannel/testkit/etcd'
@@ -18,3 +19,5 @@ export { generateTestCertificates } from './certs.js'
 export type { TestCertificates } from './certs.js'
 export { startEtcd } from './launcher.js'
 export type { EtcdServer, StartEtcdOptions } from './launcher.js'
+export { startEtcdCluster } from './cluster.js'
+export type { EtcdCluster, StartEtcdClusterOptions } from './cluster.js'

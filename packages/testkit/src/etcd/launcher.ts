@@ -32,6 +32,14 @@ export interface StartEtcdOptions {
     /** Require client certificates signed by the CA (etcd `--client-cert-auth`). */
     readonly clientCertAuth?: boolean
   }
+  /** Member name (default `flannel-test`). */
+  readonly name?: string
+  /**
+   * `--initial-cluster` for a member of a multi-member cluster (`name=peerUrl,...`,
+   * with `clientPort` and `peerPort` given); default: this member alone.
+   * See `startEtcdCluster`.
+   */
+  readonly initialCluster?: string
   /** More etcd flags. */
   readonly extraArgs?: readonly string[]
   /** How long to wait until etcd is healthy (default 20 s). */
@@ -105,7 +113,8 @@ function spawnWatchdog(etcdPid: number, dir: string): ChildProcess {
   return dog
 }
 
-async function freeLoopbackPort(): Promise<number> {
+/** A TCP port on 127.0.0.1 that is free right now. */
+export async function freeLoopbackPort(): Promise<number> {
   return await new Promise((resolve, reject) => {
     const server = createServer()
     server.unref()
@@ -173,6 +182,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
   const dataDir = join(dir, 'data')
   const startTimeoutMs = options.startTimeoutMs ?? 20_000
 
+  const name = options.name ?? 'flannel-test'
   let clientPort = 0
   let peerPort = 0
   let child: ChildProcess | undefined
@@ -188,13 +198,13 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
 
   const spawnEtcd = (): ChildProcess => {
     const args = [
-      '--name=flannel-test',
+      `--name=${name}`,
       `--data-dir=${dataDir}`,
       `--listen-client-urls=${url(clientPort)}`,
       `--advertise-client-urls=${url(clientPort)}`,
       `--listen-peer-urls=${peerUrl()}`,
       `--initial-advertise-peer-urls=${peerUrl()}`,
-      `--initial-cluster=flannel-test=${peerUrl()}`,
+      `--initial-cluster=${options.initialCluster ?? `${name}=${peerUrl()}`}`,
       '--initial-cluster-state=new',
       // A single voter elects itself after one election timeout: keep it short.
       '--heartbeat-interval=25',
