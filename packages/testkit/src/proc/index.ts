@@ -221,7 +221,8 @@ export async function pauseProcess(pid: number, timeoutMs = 10_000): Promise<voi
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const states = await threadStates(pid)
-    if (states.length > 0 && states.every((s) => s === 'T' || s === 't')) return
+    // T/t: stopped; Z/X: a thread that is exiting runs no code either
+    if (states.length > 0 && states.every((s) => 'TtZX'.includes(s))) return
     if (Date.now() > deadline) {
       throw new Error(
         `process ${pid} not stopped after ${timeoutMs} ms: threads ${states.join('')}`,
