@@ -7,6 +7,7 @@ import type {
   NetworkConfig,
   NetworkEvent,
 } from '@flannel/core'
+import { withoutOwnLease } from '@flannel/core'
 import {
   isNetlinkError,
   normalizeCidr,
@@ -54,7 +55,8 @@ export class HostGwNetwork implements Network {
 
   run(events: Observable<LeaseEvent[]>): Observable<NetworkEvent> {
     return new Observable<NetworkEvent>((subscriber) =>
-      new RouteKeeper(this.init, subscriber).start(events),
+      // Our own lease never becomes a peer, even when a caller passes the registry's stream as is.
+      new RouteKeeper(this.init, subscriber).start(events.pipe(withoutOwnLease(this.lease))),
     )
   }
 }

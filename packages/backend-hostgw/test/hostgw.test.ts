@@ -329,6 +329,31 @@ describe('HostGwNetwork.run', () => {
     })
   })
 
+  it('never routes its own lease, even when the stream carries it; such a first batch still cleans up', async () => {
+    const r = await rig({
+      prepare: async (host, eth) => {
+        // ours, for a lease that is gone
+        await host.addRoute({
+          family: 'inet',
+          dst: '10.244.9.0/24',
+          gateway: '192.0.2.9',
+          linkIndex: eth,
+          protocol: FLANNEL_ROUTE_PROTOCOL,
+        })
+      },
+    })
+    // the registry's stream as is: the first batch holds only this host's lease (10.244.1.0/24)
+    r.events$.next([{ type: 'added', lease: peer('10.244.1.0/24', '192.0.2.1') }])
+    await settle()
+    const routes = (await r.host.listRoutes({ family: 'inet' })).filter((x) => x.gateway)
+    expect(routes).toEqual([])
+    expect(r.seen).toContainEqual({
+      type: 'repaired',
+      what: 'stale route removed',
+      detail: '10.244.9.0/24 via 192.0.2.9',
+    })
+  })
+
   it('never cleans routes when told to use a shared protocol such as boot', async () => {
     const host = new MemoryHostNetwork({ links: [{ name: 'eth0' }] })
     const eth = (await host.getLink('eth0'))!

@@ -1,5 +1,6 @@
 import {
   isIp4,
+  withoutOwnLease,
   type Lease,
   type LeaseEvent,
   type Logger,
@@ -77,7 +78,8 @@ export class UdpNetwork implements Network {
         out.error(error)
         return
       }
-      const sub = events.subscribe({
+      // Our own lease never becomes a peer, even when a caller passes the registry's stream as is.
+      const sub = events.pipe(withoutOwnLease(this.lease)).subscribe({
         next: (batch) => {
           for (const event of batch) out.next(this.apply(event))
         },

@@ -208,6 +208,23 @@ describe('Agent lease stream', () => {
   })
 })
 
+describe('Agent peers stream', () => {
+  it('passes the first batch on even when only the own lease was in it, later empty ones not', async () => {
+    const agent = makeAgent()
+    start(agent)
+    await waitFor(() => agent.status === 'running')
+    await settle()
+    // the first batch held only this host's lease: the network still learns "no peers"
+    expect(backend!.received).toEqual([[]])
+    registry.addPeer('10.5.10.0/24', '192.0.2.21')
+    await settle()
+    expect(backend!.received.map((b) => b.map((e) => `${e.type} ${e.lease.subnet}`))).toEqual([
+      [],
+      ['added 10.5.10.0/24'],
+    ])
+  })
+})
+
 describe('Agent renewal', () => {
   it('renews at expiry minus the margin and reschedules from the new expiry', async () => {
     const agent = makeAgent({ renewMarginMs: HOUR })

@@ -1,4 +1,4 @@
-import { BehaviorSubject, Observable, Subscription, filter, map, tap } from 'rxjs'
+import { BehaviorSubject, Observable, Subscription, tap } from 'rxjs'
 import type { NetworkConfig } from '../config/types.js'
 import {
   InvalidArgumentError,
@@ -17,6 +17,7 @@ import {
   subnetEnvValues,
   writeSubnetEnv,
 } from '../subnetenv/subnetenv.js'
+import { isOwnSubnet, withoutOwnLease } from './own-lease.js'
 import { sleep, systemTimers, type AgentTimers } from './timers.js'
 
 /** flanneld's default `--subnet-lease-renew-margin` (60 minutes), in milliseconds. */
@@ -237,8 +238,7 @@ export class Agent {
         const own = network.lease
         const known = new Map<string, Lease>()
         const peers$ = this.options.registry.watchLeases().pipe(
-          map((batch) => batch.filter((e) => !isOwnSubnet(e.lease, own))),
-          filter((batch) => batch.length > 0),
+          withoutOwnLease(own),
           tap((batch) => {
             for (const e of batch) {
               const key = leaseKey(e.lease)
@@ -345,15 +345,6 @@ export class Agent {
       }
     }
   }
-}
-
-/**
- * Whether `lease` is this host's (spec: core.md 7.2): the IPv4 subnets are
- * equal, and the IPv6 subnets too when the lease carries one.
- */
-export function isOwnSubnet(lease: Lease, own: Lease): boolean {
-  if (!lease.subnet.equals(own.subnet)) return false
-  return lease.ipv6Subnet === undefined || lease.ipv6Subnet.equals(own.ipv6Subnet)
 }
 
 function leaseKey(lease: Lease): string {

@@ -3,8 +3,8 @@ export {
   DEFAULT_CONFIG_RETRY_MS,
   DEFAULT_RENEW_MARGIN_MS,
   DEFAULT_RENEW_RETRY_MS,
-  isOwnSubnet,
 } from './agent.js'
+export { isOwnSubnet, withoutOwnLease } from './own-lease.js'
 export type { AgentEvent, AgentOptions, AgentStatus, PrepareContext } from './agent.js'
 export { systemTimers } from './timers.js'
 export type { AgentTimers } from './timers.js'
