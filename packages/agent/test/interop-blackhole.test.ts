@@ -9,24 +9,9 @@
  * is available.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { etcdMissingReason } from '@flannel/testkit/etcd'
-import {
-  ALLOCATED,
-  Flanneld,
-  SUBNET_FILE_WRITTEN,
-  interopSkipReason,
-} from '@flannel/testkit/flanneld'
-import {
-  netnsSkipReason,
-  podAddress,
-  startCluster,
-  waitUntil,
-  type Cluster,
-  type NetnsHost,
-} from '@flannel/testkit/netns'
+import { interopSkipReason, startMixedCluster, type MixedCluster } from '@flannel/testkit/flanneld'
+import { netnsSkipReason, podAddress, waitUntil, type NetnsHost } from '@flannel/testkit/netns'
 
 const skip = interopSkipReason() ?? (await netnsSkipReason()) ?? etcdMissingReason()
 if (skip) console.warn(`interop-blackhole: skipped: ${skip}`)
@@ -40,45 +25,26 @@ const blackholes = async (host: NetnsHost): Promise<string[]> =>
 describe.skipIf(skip !== undefined)(
   `--ip-blackhole-route: real flanneld and flannel-agent${skip ? ` (skipped: ${skip})` : ''}`,
   () => {
-    let cluster: Cluster | undefined
-    let flanneld: Flanneld | undefined
-    let dir: string
+    let mixed: MixedCluster | undefined
     const subnets: string[] = []
+    const hosts = () => mixed!.cluster.topology.hosts as [NetnsHost, NetnsHost]
 
     beforeAll(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'fl-interop-bh-'))
-      cluster = await startCluster({
-        hosts: 2,
+      const flags = ['--ip-blackhole-route', '--iptables-resync=1']
+      mixed = await startMixedCluster({
         config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'alloc' } }),
-        agentFlags: ['--ip-blackhole-route', '--iptables-resync=1'],
+        agentFlags: flags,
+        flanneldArgs: flags,
       })
-      const h1 = cluster.topology.hosts[0]!
-      flanneld = Flanneld.start({
-        netns: { name: h1.ns },
-        etcdEndpoint: cluster.endpoint,
-        iface: h1.iface,
-        subnetFile: join(dir, 'h1.env'),
-        extraArgs: [
-          '--iptables-forward-rules=false',
-          '--ip-blackhole-route',
-          '--iptables-resync=1',
-        ],
-      })
-      subnets[0] = (await flanneld.waitForLog(ALLOCATED, 20_000))[1]!
-      await flanneld.waitForLog(SUBNET_FILE_WRITTEN)
-      cluster.startAgent(1)
-      const env = await cluster.waitForSubnetEnv(1)
-      subnets[1] = env.FLANNEL_SUBNET!.replace(/\.1\/24$/, '.0/24')
+      subnets.push(...mixed.subnets.map((s) => s.subnet))
     }, 60_000)
 
     afterAll(async () => {
-      await flanneld?.stop()
-      await cluster?.destroy()
-      if (dir) await rm(dir, { recursive: true, force: true })
+      await mixed?.destroy()
     }, 30_000)
 
     it('both blackhole the own subnet; flanneld with proto boot (not shown by ip), ours with proto 70', async () => {
-      const [h1, h2] = cluster!.topology.hosts as [NetnsHost, NetnsHost]
+      const [h1, h2] = hosts()
       // flanneld adds it only after the first --iptables-resync interval
       const theirs = await waitUntil(async () => {
         const b = await blackholes(h1)
@@ -90,21 +56,21 @@ describe.skipIf(skip !== undefined)(
     })
 
     it('a bridge taking the subnet: flanneld keeps its blackhole (pods unreachable), ours yields', async () => {
-      const hosts = cluster!.topology.hosts as [NetnsHost, NetnsHost]
-      for (const [i, host] of hosts.entries()) {
+      const [h1, h2] = hosts()
+      for (const [i, host] of hosts().entries()) {
         await host.addPodAddress(`${podAddress(subnets[i]!)}/24`)
       }
       const pod = (i: number) => podAddress(subnets[i]!).replace(/\.1$/, '.5')
       const ours = await waitUntil(async () => {
-        const b = await blackholes(hosts[1])
+        const b = await blackholes(h2)
         return b.length === 0 ? b : undefined
       }, 10_000)
       expect(ours).toEqual([])
-      expect(await hosts[1].exec('ip', ['route', 'get', pod(1)])).toContain('dev cni0')
+      expect(await h2.exec('ip', ['route', 'get', pod(1)])).toContain('dev cni0')
       // give flanneld two of its checks; its blackhole stays and wins the lookup
       await new Promise((r) => setTimeout(r, 2500))
-      expect(await blackholes(hosts[0])).toEqual([`blackhole ${subnets[0]}`])
-      const lookup = await hosts[0].exec('ip', ['route', 'get', pod(0)]).then(
+      expect(await blackholes(h1)).toEqual([`blackhole ${subnets[0]}`])
+      const lookup = await h1.exec('ip', ['route', 'get', pod(0)]).then(
         (out) => out,
         (e: Error) => e.message,
       )

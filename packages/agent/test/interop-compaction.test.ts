@@ -12,21 +12,17 @@
  * binary, no root or no etcd is available.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { encodeLeaseAttrs } from '@flannel/core'
 import { etcdMissingReason } from '@flannel/testkit/etcd'
 import {
-  ALLOCATED,
-  Flanneld,
-  SUBNET_FILE_WRITTEN,
   interopSkipReason,
+  startMixedCluster,
+  type Flanneld,
+  type MixedCluster,
 } from '@flannel/testkit/flanneld'
 import {
   netnsSkipReason,
   readRoutes,
-  startCluster,
   waitUntil,
   type Cluster,
   type NetnsHost,
@@ -52,10 +48,10 @@ function peerValue(n: number): string {
 describe.skipIf(skip !== undefined)(
   `compaction: real flanneld and flannel-agent resume past a compacted revision${skip ? ` (skipped: ${skip})` : ''}`,
   () => {
+    let mixed: MixedCluster | undefined
     let cluster: Cluster | undefined
     let flanneld: Flanneld | undefined
-    let dir: string
-    const subnets: string[] = []
+    let subnets: string[] = []
 
     const routesOn = async (host: NetnsHost): Promise<string[]> =>
       (await readRoutes(host.ns, { dev: 'flannel.1' })).map((r) => r.dst).sort()
@@ -72,24 +68,12 @@ describe.skipIf(skip !== undefined)(
     }
 
     beforeAll(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'fl-interop-compact-'))
-      cluster = await startCluster({
-        hosts: 2,
+      mixed = await startMixedCluster({
         config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }),
       })
-      const h1 = cluster.topology.hosts[0]!
-      flanneld = Flanneld.start({
-        netns: { name: h1.ns },
-        etcdEndpoint: cluster.endpoint,
-        iface: h1.iface,
-        subnetFile: join(dir, 'h1.env'),
-        extraArgs: ['--iptables-forward-rules=false'],
-      })
-      subnets[0] = (await flanneld.waitForLog(ALLOCATED, 20_000))[1]!
-      await flanneld.waitForLog(SUBNET_FILE_WRITTEN)
-      cluster.startAgent(1)
-      const env = await cluster.waitForSubnetEnv(1)
-      subnets[1] = env.FLANNEL_SUBNET!.replace(/\.1\/24$/, '.0/24')
+      cluster = mixed.cluster
+      flanneld = mixed.flanneld
+      subnets = mixed.subnets.map((s) => s.subnet)
     }, 60_000)
 
     afterAll(async () => {
@@ -102,9 +86,7 @@ describe.skipIf(skip !== undefined)(
           }
         }
       }
-      await flanneld?.stop()
-      await cluster?.destroy()
-      if (dir) await rm(dir, { recursive: true, force: true })
+      await mixed?.destroy()
     }, 30_000)
 
     it('each side re-lists and applies only the difference', async () => {

@@ -9,24 +9,14 @@
  * available.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { etcdMissingReason } from '@flannel/testkit/etcd'
-import {
-  ALLOCATED,
-  Flanneld,
-  SUBNET_FILE_WRITTEN,
-  interopSkipReason,
-} from '@flannel/testkit/flanneld'
+import { interopSkipReason, startMixedCluster, type MixedCluster } from '@flannel/testkit/flanneld'
 import {
   netnsSkipReason,
   pingMatrix,
   podAddress,
   readLinks,
-  startCluster,
   waitUntil,
-  type Cluster,
   type NetnsHost,
 } from '@flannel/testkit/netns'
 
@@ -89,9 +79,7 @@ async function peerEntries(host: NetnsHost, dev: string, v6: boolean, peer: Side
 describe.skipIf(skip !== undefined)(
   `dual-stack vxlan: real flanneld and flannel-agent in one cluster${skip ? ` (skipped: ${skip})` : ''}`,
   () => {
-    let cluster: Cluster | undefined
-    let flanneld: Flanneld | undefined
-    let dir: string
+    let mixed: MixedCluster | undefined
     const sides: Side[] = []
 
     async function side(host: NetnsHost, subnet: string, ipv6Subnet: string): Promise<Side> {
@@ -108,28 +96,11 @@ describe.skipIf(skip !== undefined)(
     }
 
     beforeAll(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'fl-interop-ds-'))
-      cluster = await startCluster({ hosts: 2, ipv6: true, config: CONFIG })
-      const [h1, h2] = cluster.topology.hosts as [NetnsHost, NetnsHost]
-      flanneld = Flanneld.start({
-        netns: { name: h1.ns },
-        etcdEndpoint: cluster.endpoint,
-        iface: h1.iface,
-        subnetFile: join(dir, 'h1.env'),
-        extraArgs: ['--iptables-forward-rules=false'],
-      })
-      const allocated = await flanneld.waitForLog(ALLOCATED, 20_000)
-      await flanneld.waitForLog(SUBNET_FILE_WRITTEN)
-      sides.push(await side(h1, allocated[1]!, allocated[2]!))
-      cluster.startAgent(1)
-      const env = await cluster.waitForSubnetEnv(1)
-      sides.push(
-        await side(
-          h2,
-          env.FLANNEL_SUBNET!.replace(/\.1\/24$/, '.0/24'),
-          env.FLANNEL_IPV6_SUBNET!.replace(/::1\/64$/, '::/64'),
-        ),
-      )
+      mixed = await startMixedCluster({ config: CONFIG, ipv6: true })
+      for (const [i, host] of mixed.cluster.topology.hosts.entries()) {
+        const { subnet, ipv6Subnet } = mixed.subnets[i]!
+        sides.push(await side(host, subnet, ipv6Subnet!))
+      }
       for (const s of sides) {
         await s.host.addPodAddress(`${podAddress(s.subnet)}/24`)
         await s.host.addPodAddress(s.ipv6Subnet.replace(/::\/64$/, '::1/64'))
@@ -137,13 +108,11 @@ describe.skipIf(skip !== undefined)(
     }, 60_000)
 
     afterAll(async () => {
-      await flanneld?.stop()
-      await cluster?.destroy()
-      if (dir) await rm(dir, { recursive: true, force: true })
+      await mixed?.destroy()
     }, 30_000)
 
     it('publishes the same lease value shape: PublicIPv6, BackendData and BackendV6Data (items 2, 22)', async () => {
-      const leases = await cluster!.leases()
+      const leases = await mixed!.cluster.leases()
       const value = (s: Side) => {
         const key = `${s.subnet.replace('/', '-')}&${s.ipv6Subnet.replace('/', '-')}`
         const found = leases.find((l) => l.key.endsWith(`/subnets/${key}`))

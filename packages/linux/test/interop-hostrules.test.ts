@@ -98,122 +98,64 @@ describe.skipIf(skipReason !== undefined)(
       return { ns, subnet, ipv6Subnet: Ip6Net.parse(allocated[2]), stop }
     }
 
-    it('iptables mode: identical nat and filter rules', async () => {
-      const theirs = await flanneldWithRules(
-        'ipt',
-        '{"Network":"10.244.0.0/16","Backend":{"Type":"alloc"}}',
-      )
-      const ours = await Netns.create(`${p}-iptb`)
-      spaces.push(ours)
-      const rules = new HostRules({
-        network: Ip4Net.parse('10.244.0.0/16'),
-        subnet: theirs.subnet,
-        ipMasq: true,
-        run: runIn(ours),
-        resyncIntervalMs: 0,
-      })
-      try {
-        await rules.start()
+    const V6_NETWORK = 'fd00:10:244::/56'
+    const CASES = [
+      { name: 'ipt', nftables: false, ipv6: false },
+      { name: 'nft', nftables: true, ipv6: false },
+      { name: 'ipt6', nftables: false, ipv6: true },
+      { name: 'nft6', nftables: true, ipv6: true },
+    ] as const
+
+    /** The listings to compare: `<cmd> -t <table> -S`, or the nft tables. */
+    async function listings(ns: Netns, nftables: boolean, ipv6: boolean): Promise<string[]> {
+      if (nftables) {
+        const tables = [['ip', 'flannel-ipv4'], ...(ipv6 ? [['ip6', 'flannel-ipv6']] : [])]
+        return Promise.all(
+          tables.map(([family, table]) => ns.exec('nft', 'list', 'table', family!, table!)),
+        )
+      }
+      const out: string[] = []
+      for (const cmd of ipv6 ? ['iptables', 'ip6tables'] : ['iptables']) {
         for (const table of ['nat', 'filter']) {
-          const flanneld = await listRules(theirs.ns, 'iptables', table)
-          console.info(`flanneld iptables -t ${table} -S:\n${flanneld.join('\n')}`)
-          expect(await listRules(ours, 'iptables', table)).toEqual(flanneld)
+          out.push(`${cmd} -t ${table} -S\n${(await listRules(ns, cmd, table)).join('\n')}`)
         }
-      } finally {
-        await rules.stop()
-        await theirs.stop()
       }
-    })
+      return out
+    }
 
-    it('nftables mode: identical flannel-ipv4 table', async () => {
-      const theirs = await flanneldWithRules(
-        'nft',
-        '{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"alloc"}}',
-      )
-      const ours = await Netns.create(`${p}-nftb`)
-      spaces.push(ours)
-      const rules = new HostRules({
-        network: Ip4Net.parse('10.244.0.0/16'),
-        subnet: theirs.subnet,
-        ipMasq: true,
-        nftables: true,
-        run: runIn(ours),
-      })
-      try {
-        await rules.start()
-        const flanneld = await theirs.ns.exec('nft', 'list', 'table', 'ip', 'flannel-ipv4')
-        console.info(`flanneld nft list table ip flannel-ipv4:\n${flanneld}`)
-        expect(await ours.exec('nft', 'list', 'table', 'ip', 'flannel-ipv4')).toBe(flanneld)
-      } finally {
-        await rules.stop()
-        await theirs.stop()
-      }
-    })
-
-    it('iptables mode, dual-stack: identical iptables and ip6tables rules', async () => {
-      const theirs = await flanneldWithRules(
-        'ipt6',
-        '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"alloc"}}',
-      )
-      expect(theirs.ipv6Subnet).toBeDefined()
-      const ours = await Netns.create(`${p}-ipt6b`)
-      spaces.push(ours)
-      const rules = new HostRules({
-        network: Ip4Net.parse('10.244.0.0/16'),
-        subnet: theirs.subnet,
-        ipv6Network: Ip6Net.parse('fd00:10:244::/56'),
-        ipv6Subnet: theirs.ipv6Subnet,
-        ipMasq: true,
-        run: runIn(ours),
-        resyncIntervalMs: 0,
-      })
-      try {
-        await rules.start()
-        for (const cmd of ['iptables', 'ip6tables']) {
-          for (const table of ['nat', 'filter']) {
-            const flanneld = await listRules(theirs.ns, cmd, table)
-            console.info(`flanneld ${cmd} -t ${table} -S:\n${flanneld.join('\n')}`)
-            expect(flanneld.some((l) => /flannel/i.test(l))).toBe(true)
-            expect(await listRules(ours, cmd, table)).toEqual(flanneld)
-          }
+    it.each(CASES)(
+      '$name: identical rules (nftables $nftables, dual-stack $ipv6)',
+      async ({ name, nftables, ipv6 }) => {
+        const config = {
+          Network: '10.244.0.0/16',
+          ...(ipv6 ? { EnableIPv6: true, IPv6Network: V6_NETWORK } : {}),
+          ...(nftables ? { EnableNFTables: true } : {}),
+          Backend: { Type: 'alloc' },
         }
-      } finally {
-        await rules.stop()
-        await theirs.stop()
-      }
-    })
-
-    it('nftables mode, dual-stack: identical flannel-ipv4 and flannel-ipv6 tables', async () => {
-      const theirs = await flanneldWithRules(
-        'nft6',
-        '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","EnableNFTables":true,"Backend":{"Type":"alloc"}}',
-      )
-      expect(theirs.ipv6Subnet).toBeDefined()
-      const ours = await Netns.create(`${p}-nft6b`)
-      spaces.push(ours)
-      const rules = new HostRules({
-        network: Ip4Net.parse('10.244.0.0/16'),
-        subnet: theirs.subnet,
-        ipv6Network: Ip6Net.parse('fd00:10:244::/56'),
-        ipv6Subnet: theirs.ipv6Subnet,
-        ipMasq: true,
-        nftables: true,
-        run: runIn(ours),
-      })
-      try {
-        await rules.start()
-        for (const [family, table] of [
-          ['ip', 'flannel-ipv4'],
-          ['ip6', 'flannel-ipv6'],
-        ] as const) {
-          const flanneld = await theirs.ns.exec('nft', 'list', 'table', family, table)
-          console.info(`flanneld nft list table ${family} ${table}:\n${flanneld}`)
-          expect(await ours.exec('nft', 'list', 'table', family, table)).toBe(flanneld)
+        const theirs = await flanneldWithRules(name, JSON.stringify(config))
+        if (ipv6) expect(theirs.ipv6Subnet).toBeDefined()
+        const ours = await Netns.create(`${p}-${name}b`)
+        spaces.push(ours)
+        const rules = new HostRules({
+          network: Ip4Net.parse('10.244.0.0/16'),
+          subnet: theirs.subnet,
+          ...(ipv6 ? { ipv6Network: Ip6Net.parse(V6_NETWORK), ipv6Subnet: theirs.ipv6Subnet } : {}),
+          ipMasq: true,
+          nftables,
+          run: runIn(ours),
+          resyncIntervalMs: 0,
+        })
+        try {
+          await rules.start()
+          const flanneld = await listings(theirs.ns, nftables, ipv6)
+          console.info(`flanneld (${name}):\n${flanneld.join('\n')}`)
+          for (const text of flanneld) expect(text).toMatch(/flannel/i)
+          expect(await listings(ours, nftables, ipv6)).toEqual(flanneld)
+        } finally {
+          await rules.stop()
+          await theirs.stop()
         }
-      } finally {
-        await rules.stop()
-        await theirs.stop()
-      }
-    })
+      },
+    )
   },
 )

@@ -582,3 +582,9 @@ export async function readVxlanState(ns: Netns, dev: string): Promise<VxlanState
 }
 
 export { fixedSubnetRegistry, type FixedSubnetRegistry } from './fixed-registry.js'
+export {
+  startMixedCluster,
+  type HostSubnets,
+  type MixedCluster,
+  type MixedClusterOptions,
+} from './mixed.js'
