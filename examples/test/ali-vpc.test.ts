@@ -1,9 +1,5 @@
-import { execFile } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-
-const run = promisify(execFile)
+import { runExample } from './run-example.js'
 
 describe('examples/ali-vpc.ts', () => {
   it('creates the lease route entry through the local Alibaba emulator and waits for Available', async () => {
@@ -11,11 +7,7 @@ describe('examples/ali-vpc.ts', () => {
     const env: NodeJS.ProcessEnv = { ...process.env, ALI_REAL: '' }
     delete env.ACCESS_KEY_ID
     delete env.ACCESS_KEY_SECRET
-    const { stdout } = await run(
-      process.execPath,
-      ['--conditions=@flannel/source', '--import', 'tsx', 'ali-vpc.ts'],
-      { cwd: fileURLToPath(new URL('..', import.meta.url)), env },
-    )
+    const { stdout } = await runExample('ali-vpc.ts', { env })
     expect(stdout).toContain('lease 10.5.34.0/24, MTU 1500')
     expect(stdout).toMatch(/^Custom 10\.5\.34\.0\/24\s+-> i-\w+ \(Available\)$/m)
     // the emulator's system entries are listed and untouched

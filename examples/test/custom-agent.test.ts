@@ -2,9 +2,9 @@ import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { etcdMissingReason, startEtcd, type EtcdServer } from '@flannel/testkit/etcd'
+import { EXAMPLE_NODE_ARGS, EXAMPLES_DIR } from './run-example.js'
 
 const skip = etcdMissingReason()
 if (skip) console.warn(`examples/custom-agent.ts test skipped: ${skip}`)
@@ -27,19 +27,15 @@ describe.skipIf(skip)(`examples/custom-agent.ts${skip ? ` (skipped: ${skip})` : 
   })
 
   it('gets a lease, writes subnet.env and stops on SIGINT with exit 0', async () => {
-    const child = spawn(
-      process.execPath,
-      ['--conditions=@flannel/source', '--import', 'tsx', 'custom-agent.ts'],
-      {
-        cwd: fileURLToPath(new URL('..', import.meta.url)),
-        env: {
-          ...process.env,
-          ETCD_ENDPOINTS: etcd.endpoints.join(','),
-          PUBLIC_IP: '192.0.2.10',
-          SUBNET_FILE: join(dir, 'subnet.env'),
-        },
+    const child = spawn(process.execPath, [...EXAMPLE_NODE_ARGS, 'custom-agent.ts'], {
+      cwd: EXAMPLES_DIR,
+      env: {
+        ...process.env,
+        ETCD_ENDPOINTS: etcd.endpoints.join(','),
+        PUBLIC_IP: '192.0.2.10',
+        SUBNET_FILE: join(dir, 'subnet.env'),
       },
-    )
+    })
     let out = ''
     let err = ''
     child.stderr.on('data', (d: Buffer) => (err += d.toString()))

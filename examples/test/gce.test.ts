@@ -1,12 +1,8 @@
-import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-
-const run = promisify(execFile)
+import { runExample } from './run-example.js'
 
 describe('examples/gce.ts', () => {
   it('inserts the lease route through the local Compute endpoint', async () => {
@@ -15,11 +11,7 @@ describe('examples/gce.ts', () => {
     try {
       const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, GCE_REAL: '' }
       delete env.GOOGLE_APPLICATION_CREDENTIALS
-      const { stdout } = await run(
-        process.execPath,
-        ['--conditions=@flannel/source', '--import', 'tsx', 'gce.ts'],
-        { cwd: fileURLToPath(new URL('..', import.meta.url)), env },
-      )
+      const { stdout } = await runExample('gce.ts', { env })
       expect(stdout).toContain('lease 10.5.34.0/24, MTU 1460')
       expect(stdout).toMatch(
         /flannel-10-5-34-0-24: 10\.5\.34\.0\/24 -> https:\/\/www\.googleapis\.com\/compute\/v1\/projects\/flannel-test\/zones\/us-central1-b\/instances\/node-1 \(priority 1000\)/,

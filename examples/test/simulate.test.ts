@@ -1,20 +1,13 @@
-import { execFile } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
+import { runExample } from './run-example.js'
 import { etcdMissingReason } from '@flannel/testkit/etcd'
 
-const run = promisify(execFile)
 const skip = etcdMissingReason()
 if (skip) console.warn(`examples/simulate.ts test skipped: ${skip}`)
 
 describe.skipIf(skip)(`examples/simulate.ts${skip ? ` (skipped: ${skip})` : ''}`, () => {
   it('three hosts see each other, a deleted lease is removed everywhere', async () => {
-    const { stdout } = await run(
-      process.execPath,
-      ['--conditions=@flannel/source', '--import', 'tsx', 'simulate.ts'],
-      { cwd: fileURLToPath(new URL('..', import.meta.url)), timeout: 60_000 },
-    )
+    const { stdout } = await runExample('simulate.ts', { timeoutMs: 60_000 })
     for (const h of ['host-a', 'host-b', 'host-c']) {
       expect(stdout).toMatch(new RegExp(`${h}: ready, lease 10\\.5\\.\\d+\\.0/24 MTU 1500`))
     }

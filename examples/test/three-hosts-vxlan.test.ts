@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
+import { runExample } from './run-example.js'
 import { etcdMissingReason } from '@flannel/testkit/etcd'
 import { netnsSkipReason } from '@flannel/testkit/netns'
 
@@ -13,11 +13,7 @@ describe.skipIf(skip !== undefined)(
   `examples/three-hosts-vxlan (the demo)${skip ? ` (skipped: ${skip})` : ''}`,
   () => {
     it('leases three subnets, pings every pair, removes a leaving host and leaves nothing behind', async () => {
-      const { stdout } = await run(
-        process.execPath,
-        ['--conditions=@flannel/source', '--import', 'tsx', 'three-hosts-vxlan/run.ts'],
-        { cwd: fileURLToPath(new URL('..', import.meta.url)), timeout: 120_000 },
-      )
+      const { stdout } = await runExample('three-hosts-vxlan/run.ts', { timeoutMs: 120_000 })
       const hosts = [...stdout.matchAll(/^ {3}(fk[0-9a-f]{4}h\d): eth0 192\.0\.2\.\d\/24$/gm)].map(
         (m) => m[1]!,
       )
