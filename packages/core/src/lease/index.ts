@@ -1,4 +1,11 @@
 export type { Lease, LeaseAttrs, LeaseEvent, PreviousSubnets } from './types.js'
 export { encodeLeaseAttrs, decodeLeaseAttrs } from './codec.js'
-export { subnetKey, parseSubnetKey } from './key.js'
+export {
+  hostBitsProblem,
+  isCanonicalLease,
+  parseLeaseKey,
+  parseSubnetKey,
+  requireCanonicalSubnets,
+  subnetKey,
+} from './key.js'
 export type { SubnetKey } from './key.js'
