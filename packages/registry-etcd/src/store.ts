@@ -1,7 +1,7 @@
 import {
   LeaseNotFoundError,
   decodeLeaseAttrs,
-  parseSubnetKey,
+  parseLeaseKey,
   type Lease,
   type Logger,
 } from '@flannel/core'
@@ -144,9 +144,10 @@ export class EtcdStore {
     const key = kv.key.toString()
     const name = this.settings.keys.subnetKeyOf(key)
     if (name === undefined) return { ok: false, reason: 'not a lease key' }
-    let subnets: ReturnType<typeof parseSubnetKey>
+    let subnets: ReturnType<typeof parseLeaseKey>
     try {
-      subnets = parseSubnetKey(name)
+      // The canonical form only (see parseLeaseKey): `10.5.34.5-24` is not a lease.
+      subnets = parseLeaseKey(name)
     } catch (err) {
       return { ok: false, reason: (err as Error).message }
     }

@@ -341,6 +341,58 @@ describeEtcd(`EtcdRegistry on a real etcd${missing ? ` (skipped: ${missing})` : 
     }
   })
 
+  const vxlanValue = (publicIP: string, mac: string): string =>
+    `{"PublicIP":"${publicIP}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`
+
+  /** Puts a lease for `key` and waits until every watch in `watches` has seen it: all earlier changes are processed then. */
+  async function barrier(prefix: string, key: string, watches: LeaseEvent[][][]): Promise<void> {
+    await raw.put(`${prefix}/subnets/${key}`).value(vxlanValue('192.0.2.250', '0e:00:00:00:00:fa'))
+    const subnet = Ip4Net.parse(key.replace('-', '/')).toString()
+    for (const batches of watches) {
+      await until(
+        () =>
+          batches.flat().some((e) => e.type === 'added' && e.lease.subnet.toString() === subnet),
+        `${key} seen`,
+      )
+    }
+  }
+
+  it('keys with host bits set (or in any other form flanneld does not write) are not leases: no event, no reuse', async () => {
+    const prefix = await network()
+    const put = (key: string, value: string) => raw.put(`${prefix}/subnets/${key}`).value(value)
+    await put('10.5.85.0-24', vxlanValue('192.0.2.85', '0e:00:00:00:00:85'))
+    // already there before anybody reads: a host-bit key carrying the PublicIP of the next host
+    await put('10.5.7.9-24', vxlanValue('192.0.2.77', '0e:00:00:00:00:77'))
+    const w = registry(prefix)
+    const { batches, sub } = collect(w)
+    try {
+      const snap = await until(() => batches[0], 'snapshot')
+      expect(snap.map((e) => e.lease.subnet.toString())).toEqual(['10.5.85.0/24'])
+      const hostile = [
+        '10.5.85.5-24', // the issue: a peer's subnet with host bits
+        '10.5.85.0-024',
+        'junk10.5.85.0-24',
+        '10.5.85.0-24&fd00::1-64',
+        '10.5.85.0-24&fd00:0:0:0::-64',
+      ]
+      for (const key of hostile) await put(key, vxlanValue('192.0.2.66', '0e:00:00:00:00:66'))
+      for (const key of hostile) await raw.delete().key(`${prefix}/subnets/${key}`)
+      await barrier(prefix, '10.5.99.0-24', [batches])
+      expect(batches.slice(1).map((b) => b.map((e) => `${e.type} ${e.lease.subnet}`))).toEqual([
+        ['added 10.5.99.0/24'],
+      ])
+      // reuse by PublicIP never takes the host-bit key (flanneld would, and use 10.5.7.9/24)
+      const lease = await registry(prefix).acquireLease({ publicIP: '192.0.2.77' })
+      expect(lease.subnet.toString()).not.toBe('10.5.7.9/24')
+      expect(lease.subnet.masked()).toBe(lease.subnet)
+      expect(Object.keys(await subnetKeys(prefix))).toContain(
+        `${prefix}/subnets/${lease.subnet.toKey()}`,
+      )
+    } finally {
+      sub.unsubscribe()
+    }
+  })
+
   it('a subnet whose etcd lease ran out can be taken by another host', async () => {
     const prefix = await network('{"Network":"10.10.0.0/28","Backend":{"Type":"alloc"}}')
     // 10.10.0.0/28: three /30 subnets; two are held for good, one on a 2 s lease
