@@ -47,6 +47,13 @@ export interface StoreSettings {
 
 const TTL_CACHE_LIMIT = 10_000
 const TTL_LOOKUP_CONCURRENCY = 16
+const WARNED_LIMIT = 10_000
+
+/** A bad entry already warned about: its value then, and the revision it was written at. */
+interface Warned {
+  readonly value: string
+  readonly modRevision: bigint
+}
 
 /**
  * The etcd primitives of flanneld's registry (spec: core.md section 4.2):
@@ -57,6 +64,15 @@ const TTL_LOOKUP_CONCURRENCY = 16
 export class EtcdStore {
   /** Known expirations by etcd lease id; an etcd lease's TTL never grows (no keep-alive). */
   private readonly expirations = new Map<string, number>()
+  /**
+   * Entries skipped with a warning, by full key. One store serves the
+   * acquisition's listings and every watch of the registry (the Agent runs
+   * two), and each watch re-lists after a lost connection: without this, one
+   * bad entry was warned about two or three times. Now it is warned about
+   * once per value it takes; it is forgotten when the key is deleted, turns
+   * into a good lease, or is missing from a listing.
+   */
+  private readonly warned = new Map<string, Warned>()
   private readonly now: () => number
 
   constructor(
@@ -118,6 +134,10 @@ export class EtcdStore {
       if (name !== undefined) unparsable.push(name)
     }
     if (opts.expirations ?? true) this.trimCache(new Set(leases.map((l) => l.etcdLease)))
+    const present = new Set(res.kvs.map((kv) => kv.key.toString()))
+    for (const key of [...this.warned.keys()]) {
+      if (!present.has(key)) this.forgetSkipped(key, res.header.revision)
+    }
     return { leases, revision: res.header.revision, unparsable }
   }
 
@@ -161,6 +181,7 @@ export class EtcdStore {
     const expiration = new Date(
       expirations ? await this.expirationOf(kv.lease, signal) : this.now(),
     )
+    this.forgetSkipped(key, kv.mod_revision)
     const lease: Lease = {
       subnet: subnets.subnet,
       ...(subnets.ipv6Subnet === undefined ? {} : { ipv6Subnet: subnets.ipv6Subnet }),
@@ -173,12 +194,36 @@ export class EtcdStore {
     }
   }
 
-  /** Logs an entry that is not a lease flanneld could read; it is ignored, never removes anything. */
+  /**
+   * Logs an entry that is not a lease we can use; it is ignored, never
+   * removes anything. Each entry is logged once per value it takes, however
+   * many listings and watches meet it.
+   */
   warnSkipped(kv: IKeyValue, reason: string): void {
+    const key = kv.key.toString()
+    const value = kv.value.toString()
+    const modRevision = BigInt(kv.mod_revision)
+    const before = this.warned.get(key)
+    if (before !== undefined && (before.value === value || before.modRevision >= modRevision)) {
+      return
+    }
+    if (this.warned.size >= WARNED_LIMIT) this.warned.clear()
+    this.warned.set(key, { value, modRevision })
     this.settings.logger.warn(
-      { key: kv.key.toString(), value: kv.value.toString().slice(0, 200), reason },
+      { key, value: value.slice(0, 200), reason },
       'ignoring unparsable lease entry in etcd',
     )
+  }
+
+  /**
+   * The bad entry at `key` is gone as of `revision` (deleted, overwritten by
+   * a good lease, or absent from a listing at that revision): a bad value
+   * written later is warned about again. An older revision (another watch
+   * running behind) changes nothing.
+   */
+  forgetSkipped(key: string, revision: string): void {
+    const before = this.warned.get(key)
+    if (before !== undefined && before.modRevision < BigInt(revision)) this.warned.delete(key)
   }
 
   /**

@@ -184,6 +184,7 @@ class LeaseWatch {
         this.known.set(name, parsed.lease.lease)
         batch.push({ type: 'added', lease: parsed.lease.lease })
       } else if (event.type === 'Delete') {
+        this.store.forgetSkipped(event.kv.key.toString(), event.kv.mod_revision)
         const cached = this.known.get(name)
         if (cached === undefined) {
           this.logger.debug({ key: name }, 'deletion of a lease never seen; ignored')

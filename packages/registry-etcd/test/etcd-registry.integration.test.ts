@@ -393,6 +393,58 @@ describeEtcd(`EtcdRegistry on a real etcd${missing ? ` (skipped: ${missing})` : 
     }
   })
 
+  it('warns about a bad entry once per value it takes, however many listings and watches meet it', async () => {
+    const prefix = await network()
+    const warned: string[] = []
+    const logger: Logger = {
+      trace: () => undefined,
+      debug: () => undefined,
+      info: () => undefined,
+      warn: (obj: unknown, msg?: string) => {
+        const o = obj as { key?: string; value?: string }
+        if (msg === 'ignoring unparsable lease entry in etcd') warned.push(`${o.key} ${o.value}`)
+      },
+      error: () => undefined,
+      child: () => logger,
+    }
+    const bad = `${prefix}/subnets/garbage`
+    const hostBits = `${prefix}/subnets/10.5.85.5-24`
+    await raw.put(bad).value('x')
+    await raw.put(hostBits).value(vxlanValue('192.0.2.66', '0e:00:00:00:00:66'))
+    const r = registry(prefix, { logger })
+    // as the Agent: acquisition lists, then a watch for the network and one for the own lease
+    await r.acquireLease({ publicIP: '192.0.2.10' })
+    const one = collect(r)
+    const two = collect(r)
+    try {
+      await until(() => one.batches[0] && two.batches[0], 'snapshots')
+      expect(warned.sort()).toEqual(
+        [`${bad} x`, `${hostBits} ${vxlanValue('192.0.2.66', '0e:00:00:00:00:66')}`].sort(),
+      )
+      warned.length = 0
+      await raw.put(bad).value('x') // written again, same value: nothing new
+      await raw.put(bad).value('y') // a new value: one warning
+      await barrier(prefix, '10.5.98.0-24', [one.batches, two.batches])
+      expect(warned).toEqual([`${bad} y`])
+      warned.length = 0
+      await raw.delete().key(bad) // gone, then back: a new entry, one warning
+      await raw.put(bad).value('y')
+      await barrier(prefix, '10.5.97.0-24', [one.batches, two.batches])
+      expect(warned).toEqual([`${bad} y`])
+      warned.length = 0
+      await raw.put(bad).value(vxlanValue('192.0.2.67', '0e:00:00:00:00:67')) // not a lease key either
+      await raw.put(hostBits).value('{"PublicIP":"192.0.2.68"}')
+      await barrier(prefix, '10.5.96.0-24', [one.batches, two.batches])
+      expect(warned.length).toBe(2)
+      warned.length = 0
+      await r.acquireLease({ publicIP: '192.0.2.10' }) // lists again: nothing new
+      expect(warned).toEqual([])
+    } finally {
+      one.sub.unsubscribe()
+      two.sub.unsubscribe()
+    }
+  })
+
   it('a subnet whose etcd lease ran out can be taken by another host', async () => {
     const prefix = await network('{"Network":"10.10.0.0/28","Backend":{"Type":"alloc"}}')
     // 10.10.0.0/28: three /30 subnets; two are held for good, one on a 2 s lease
