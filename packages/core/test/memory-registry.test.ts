@@ -3,10 +3,13 @@ import {
   ConfigError,
   InvalidArgumentError,
   Ip4Net,
+  Ip6Net,
   LeaseConflictError,
   MemoryRegistry,
   NEVER_EXPIRES,
   isFlannelError,
+  parseIp4,
+  parseIp6,
   type LeaseEvent,
 } from '@flannel/core'
 
@@ -80,6 +83,27 @@ describe('MemoryRegistry', () => {
     expect(lease.attrs.backendType).toBe('host-gw')
     expect(lease.expiration).toBe(NEVER_EXPIRES)
     expect((await registry.renewLease(lease)).expiration).toBe(NEVER_EXPIRES)
+  })
+
+  it('takes no subnet with host bits set: reserve, renew and release reject it, nothing changes', async () => {
+    const registry = new MemoryRegistry(CONFIG)
+    const real = await registry.reserve(Ip4Net.parse('10.5.42.0/24'), { publicIP: '192.0.2.1' })
+    const rec = record(registry)
+    const bogus = new Ip4Net(parseIp4('10.5.42.7'), 24)
+    const v6 = new Ip6Net(parseIp6('fd00::1'), 64)
+    for (const attempt of [
+      () => registry.reserve(bogus, { publicIP: '192.0.2.66' }),
+      () => registry.reserve(Ip4Net.parse('10.5.43.0/24'), { publicIP: '192.0.2.66' }, v6),
+      () => registry.renewLease({ ...real, subnet: bogus }),
+      () => registry.releaseLease({ ...real, subnet: bogus }),
+    ]) {
+      const err = await attempt().catch((e: unknown) => e)
+      expect(isFlannelError(err, 'INVALID_ARGUMENT')).toBe(true)
+      expect((err as Error).message).toMatch(/has host bits set \(the subnet is /)
+    }
+    expect(registry.listLeases()).toEqual([real])
+    expect(rec.batches.slice(1)).toEqual([])
+    rec.stop()
   })
 
   it('expires leases by its own timer while watched, and keeps no timer otherwise', async () => {

@@ -5,6 +5,7 @@ import {
   FlannelError,
   encodeLeaseAttrs,
   parseNetworkConfig,
+  requireCanonicalSubnets,
   subnetKey,
   throwIfAborted,
   type AcquireOptions,
@@ -133,9 +134,11 @@ export class EtcdRegistry implements SubnetRegistry {
    * attributes (flanneld's renewal).
    *
    * @throws LeaseNotFoundError when the key no longer exists (it is not re-created).
+   * @throws InvalidArgumentError when a subnet of `lease` has host bits set (never a lease).
    * @throws RegistryUnavailableError when etcd cannot be reached within `requestTimeoutMs`.
    */
   async renewLease(lease: Lease, opts: CallOptions = {}): Promise<Lease> {
+    requireCanonicalSubnets(lease)
     const signal = this.signalFor(opts.signal)
     const name = subnetKey(lease.subnet, lease.ipv6Subnet)
     const expiration = await this.store.update(name, encodeLeaseAttrs(lease.attrs), {
@@ -145,8 +148,14 @@ export class EtcdRegistry implements SubnetRegistry {
     return { ...lease, expiration }
   }
 
-  /** Deletes the lease's key (a missing key is fine). */
+  /**
+   * Deletes the lease's key (a missing key is fine).
+   *
+   * @throws InvalidArgumentError when a subnet of `lease` has host bits set: its key
+   *   (`10.5.34.5-24`) is never a lease, and deleting it is not ours to do.
+   */
   async releaseLease(lease: Lease, opts: CallOptions = {}): Promise<void> {
+    requireCanonicalSubnets(lease)
     const signal = this.signalFor(opts.signal)
     await this.store.remove(subnetKey(lease.subnet, lease.ipv6Subnet), signal)
   }

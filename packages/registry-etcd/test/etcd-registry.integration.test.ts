@@ -393,6 +393,24 @@ describeEtcd(`EtcdRegistry on a real etcd${missing ? ` (skipped: ${missing})` : 
     }
   })
 
+  it('renew and release refuse a lease whose subnet has host bits set, touching no key', async () => {
+    const prefix = await network()
+    const r = registry(prefix)
+    const lease = await r.acquireLease({ publicIP: '192.0.2.31' })
+    const bogus = new Ip4Net(lease.subnet.ip + 5, lease.subnet.prefixLength)
+    await raw.put(`${prefix}/subnets/${bogus.toKey()}`).value('{"PublicIP":"192.0.2.66"}')
+    const before = await subnetKeys(prefix)
+    for (const call of [
+      () => r.renewLease({ ...lease, subnet: bogus }),
+      () => r.releaseLease({ ...lease, subnet: bogus }),
+    ]) {
+      const err = await call().catch((e: unknown) => e)
+      expect(isFlannelError(err, 'INVALID_ARGUMENT')).toBe(true)
+      expect((err as Error).message).toContain('has host bits set')
+    }
+    expect(await subnetKeys(prefix)).toEqual(before)
+  })
+
   it('warns about a bad entry once per value it takes, however many listings and watches meet it', async () => {
     const prefix = await network()
     const warned: string[] = []

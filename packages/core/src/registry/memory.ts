@@ -11,7 +11,7 @@ import {
 import type { Ip4Net } from '../ip/ip4.js'
 import type { Ip6Net } from '../ip/ip6.js'
 import { encodeLeaseAttrs } from '../lease/codec.js'
-import { subnetKey } from '../lease/key.js'
+import { requireCanonicalSubnets, subnetKey } from '../lease/key.js'
 import type { Lease, LeaseAttrs, LeaseEvent } from '../lease/types.js'
 import { silentLogger, type Logger } from '../logger.js'
 import { acquireFromStore, type LeaseStore } from './acquire.js'
@@ -151,9 +151,11 @@ export class MemoryRegistry implements SubnetRegistry {
    * Extends the lease by the TTL from now, keeping `lease.attrs`.
    *
    * @throws LeaseNotFoundError when the lease no longer exists (it is not re-created).
+   * @throws InvalidArgumentError when a subnet of `lease` has host bits set (never a lease).
    */
   renewLease(lease: Lease, opts: CallOptions = {}): Promise<Lease> {
     return this.call(opts, () => {
+      requireCanonicalSubnets(lease)
       const key = leaseKey(lease)
       const entry = this.entries.get(key)
       if (entry === undefined) throw new LeaseNotFoundError(`lease ${key} not found`)
@@ -161,9 +163,14 @@ export class MemoryRegistry implements SubnetRegistry {
     })
   }
 
-  /** Deletes the lease; watchers see it `removed` with its attributes. A missing lease is fine. */
+  /**
+   * Deletes the lease; watchers see it `removed` with its attributes. A missing lease is fine.
+   *
+   * @throws InvalidArgumentError when a subnet of `lease` has host bits set (never a lease).
+   */
   releaseLease(lease: Lease, opts: CallOptions = {}): Promise<void> {
     return this.call(opts, () => {
+      requireCanonicalSubnets(lease)
       this.delete(leaseKey(lease))
     })
   }
@@ -173,10 +180,12 @@ export class MemoryRegistry implements SubnetRegistry {
    * PublicIP matches `attrs.publicIP` (flannel's reservations).
    *
    * @throws LeaseConflictError when a lease for this subnet exists.
-   * @throws InvalidArgumentError when `attrs.publicIP` is not an IPv4 address.
+   * @throws InvalidArgumentError when `attrs.publicIP` is not an IPv4 address, or a
+   *   subnet has host bits set (`10.5.42.7/24` is not a lease; see `parseLeaseKey`).
    */
   reserve(subnet: Ip4Net, attrs: LeaseAttrs, ipv6Subnet?: Ip6Net): Promise<Lease> {
     return this.call({}, () => {
+      requireCanonicalSubnets({ subnet, ipv6Subnet }, 'reservation')
       encodeLeaseAttrs(attrs)
       const key = leaseKey({ subnet, ipv6Subnet, attrs, expiration: NEVER_EXPIRES })
       if (this.entries.has(key)) throw new LeaseConflictError(`subnet ${key} already exists`)

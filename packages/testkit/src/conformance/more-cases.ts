@@ -1,6 +1,7 @@
 // Further conformance cases: range bounds with a holder on a full network,
-// dual-stack reuse and previous pairs, bad attrs, attribute changes and cold
-// subscriptions in the watch, and a subnet freed by expiry.
+// dual-stack reuse and previous pairs, bad attrs, leases with host bits set,
+// attribute changes and cold subscriptions in the watch, and a subnet freed
+// by expiry.
 import { expect, it } from 'vitest'
 import {
   Ip4Net,
@@ -109,6 +110,21 @@ export function defineMoreCases(make: Make): void {
     expect((err as Error).message).toContain('not-an-ip')
     await watching(registry, async (rec) => {
       expect(rec.batches[0]).toEqual([])
+    })
+  })
+
+  it('refuses to renew or release a lease whose subnet has host bits set (InvalidArgumentError), changing nothing', async () => {
+    const { registry } = await make()
+    const lease = await registry.acquireLease(attrs(1))
+    // the issue-12 key shape: a real subnet with host bits, never a lease of any registry
+    const bogus = { ...lease, subnet: new Ip4Net(lease.subnet.ip + 5, lease.subnet.prefixLength) }
+    for (const call of [() => registry.renewLease(bogus), () => registry.releaseLease(bogus)]) {
+      const err = await rejection(call())
+      expect(isFlannelError(err, 'INVALID_ARGUMENT'), String(err)).toBe(true)
+      expect((err as Error).message).toContain('has host bits set')
+    }
+    await watching(registry, async (rec) => {
+      expect(rec.batches[0]!.map((e) => key(e.lease))).toEqual([key(lease)])
     })
   })
 

@@ -4,7 +4,7 @@ import {
   decodeLeaseAttrs,
   encodeLeaseAttrs,
   parseNetworkConfig,
-  parseSubnetKey,
+  parseLeaseKey,
   subnetKey,
   type Ip4Net,
   type Lease,
@@ -62,12 +62,13 @@ function peerEvents(client: Etcd3, prefix: string, own: Ip4Net): Observable<Leas
   return new Observable<LeaseEvent[]>((subscriber) => {
     const known = new Map<string, Lease>()
     const toLease = (key: string, value: string): Lease | undefined => {
-      const parsed = parseSubnetKey(key)
-      if (!parsed || parsed.subnet.equals(own)) return undefined
       try {
+        // the canonical key form every registry reads (no host bits); anything else is dropped
+        const parsed = parseLeaseKey(key.slice(`${prefix}/subnets/`.length))
+        if (parsed.subnet.equals(own)) return undefined
         return { subnet: parsed.subnet, attrs: decodeLeaseAttrs(value), expiration: new Date() }
       } catch {
-        return undefined // a value that is not a lease: dropped, like flanneld v0.28
+        return undefined // a key or value that is not a lease: dropped, like flanneld v0.28
       }
     }
     let cancel: (() => Promise<void>) | undefined
