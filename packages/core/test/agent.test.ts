@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
   Agent,
   Ip4Net,
+  MemoryRegistry,
   isFlannelError,
   writeSubnetEnv,
   type AgentEvent,
@@ -222,6 +223,34 @@ describe('Agent peers stream', () => {
       [],
       ['added 10.5.10.0/24'],
     ])
+  })
+})
+
+describe('Agent and leases overlapping its own', () => {
+  it('neither renews nor counts as revoked a lease that only overlaps its own (another key)', async () => {
+    const memory = new MemoryRegistry({
+      Network: '10.5.0.0/16',
+      EnableIPv6: true,
+      IPv6Network: 'fd00:5::/48',
+      Backend: { Type: 'rec' },
+    })
+    const agent = makeAgent({ registry: memory })
+    const { result } = start(agent)
+    await waitFor(() => agent.status === 'running')
+    const own = agent.lease!
+    // the own IPv4 subnet under a second key (`10.5.x.0-24` beside `10.5.x.0-24&fd00:5:...-64`)
+    const alias = await memory.reserve(own.subnet, { publicIP: '192.0.2.66' })
+    await settle()
+    expect(agent.lease).toEqual(own)
+    await memory.releaseLease(alias)
+    await settle()
+    expect(result.error).toBeUndefined()
+    expect(agent.status).toBe('running')
+    expect(backend!.received.flat()).toEqual([])
+    await memory.releaseLease(own) // the real one still is
+    await settle()
+    expect(isFlannelError(result.error, 'LEASE_REVOKED')).toBe(true)
+    await memory.close()
   })
 })
 

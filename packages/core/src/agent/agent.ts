@@ -8,6 +8,7 @@ import {
 } from '../errors.js'
 import type { Lease, LeaseEvent, PreviousSubnets } from '../lease/types.js'
 import { silentLogger, type Logger } from '../logger.js'
+import { leaseKey } from '../registry/reconcile.js'
 import type { SubnetRegistry } from '../registry/types.js'
 import { lookupBackend, type BackendTable } from '../backend/lookup.js'
 import type { ExternalInterface, Network, NetworkEvent } from '../backend/types.js'
@@ -17,7 +18,7 @@ import {
   subnetEnvValues,
   writeSubnetEnv,
 } from '../subnetenv/subnetenv.js'
-import { isOwnSubnet, withoutOwnLease } from './own-lease.js'
+import { withoutOwnLease } from './own-lease.js'
 import { sleep, systemTimers, type AgentTimers } from './timers.js'
 
 /** flanneld's default `--subnet-lease-renew-margin` (60 minutes), in milliseconds. */
@@ -216,10 +217,15 @@ export class Agent {
       }
 
       const monitorOwnLease = (own: Lease): void => {
+        // The own lease is the one with exactly its key: a lease that merely
+        // overlaps it (a hostile `10.5.1.0-24&fd00::-64` beside our
+        // `10.5.1.0-24`) must neither be renewed in its place nor, when it is
+        // deleted, count as the revocation of ours.
+        const ownKey = leaseKey(own)
         const watch = this.options.registry.watchLeases().subscribe({
           next: (batch) => {
             for (const event of batch) {
-              if (!isOwnSubnet(event.lease, own)) continue
+              if (leaseKey(event.lease) !== ownKey) continue
               if (event.type === 'removed') {
                 this.logger.warn({}, 'Lease has been revoked. Shutting down daemon.')
                 fail(new LeaseRevokedError())
@@ -234,11 +240,15 @@ export class Agent {
         subs.add(watch)
       }
 
-      const runNetwork = (network: Network): void => {
+      const runNetwork = (network: Network, config: NetworkConfig): void => {
         const own = network.lease
         const known = new Map<string, Lease>()
         const peers$ = this.options.registry.watchLeases().pipe(
-          withoutOwnLease(own),
+          withoutOwnLease(own, {
+            config,
+            onIgnored: (lease, reason) =>
+              this.logger.warn({ subnet: lease.subnet.toString() }, `ignoring lease: ${reason}`),
+          }),
           tap((batch) => {
             for (const e of batch) {
               const key = leaseKey(e.lease)
@@ -258,11 +268,11 @@ export class Agent {
 
       this.statusSubject.next('starting')
       this.start(stop.signal, emit)
-        .then((network) => {
+        .then(({ network, config }) => {
           if (stop.signal.aborted) return
           this.statusSubject.next('running')
           emit({ type: 'ready', lease: network.lease, mtu: network.mtu })
-          runNetwork(network)
+          runNetwork(network, config)
           monitorOwnLease(network.lease)
           scheduleRenew()
         })
@@ -279,7 +289,10 @@ export class Agent {
   }
 
   /** Steps 2-9 of flanneld's start-up; on failure undoes what it did. */
-  private async start(signal: AbortSignal, emit: (event: AgentEvent) => void): Promise<Network> {
+  private async start(
+    signal: AbortSignal,
+    emit: (event: AgentEvent) => void,
+  ): Promise<{ network: Network; config: NetworkConfig }> {
     const { registry, subnetFile = DEFAULT_SUBNET_FILE } = this.options
     const previous = subnetFile === null ? {} : await this.readPrevious(subnetFile)
     const config = this.options.config ?? (await this.fetchConfig(signal))
@@ -312,7 +325,7 @@ export class Agent {
         await writeSubnetEnv(subnetFile, values, { signal })
         this.logger.info({ path: subnetFile }, 'subnet file written')
       }
-      return network
+      return { network, config }
     } catch (error) {
       await undo?.().catch((e: unknown) => this.logger.warn({ err: e }, 'undoing prepare failed'))
       await registry
@@ -345,12 +358,6 @@ export class Agent {
       }
     }
   }
-}
-
-function leaseKey(lease: Lease): string {
-  return lease.ipv6Subnet === undefined
-    ? lease.subnet.toString()
-    : `${lease.subnet.toString()}&${lease.ipv6Subnet.toString()}`
 }
 
 function positive(field: string, value: number | undefined, fallback: number): number {

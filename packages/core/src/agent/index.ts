@@ -4,7 +4,8 @@ export {
   DEFAULT_RENEW_MARGIN_MS,
   DEFAULT_RENEW_RETRY_MS,
 } from './agent.js'
-export { isOwnSubnet, withoutOwnLease } from './own-lease.js'
+export { isOwnSubnet, leasesOverlap, withoutOwnLease } from './own-lease.js'
+export type { PeerLeaseOptions } from './own-lease.js'
 export type { AgentEvent, AgentOptions, AgentStatus, PrepareContext } from './agent.js'
 export { systemTimers } from './timers.js'
 export type { AgentTimers } from './timers.js'
