@@ -2,17 +2,24 @@ import { Subject } from 'rxjs'
 import { describe, expect, it } from 'vitest'
 import {
   Ip4Net,
+  Ip6Net,
+  parseIp4,
   runStaleRouteCollector,
   type Lease,
   type LeaseEvent,
   type NetworkEvent,
 } from '@flannel/core'
 
-const lease = (subnet: string): Lease => ({
-  subnet: Ip4Net.parse(subnet),
+const lease = (subnet: string | Ip4Net, ipv6Subnet?: string): Lease => ({
+  subnet: typeof subnet === 'string' ? Ip4Net.parse(subnet) : subnet,
+  ...(ipv6Subnet ? { ipv6Subnet: Ip6Net.parse(ipv6Subnet) } : {}),
   attrs: { publicIP: '192.0.2.1' },
   expiration: new Date(Date.now() + 86_400_000),
 })
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !cond(); i++) await tick(5)
+  expect(cond()).toBe(true)
+}
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms))
 
 // The scheduling logic alone, with a recording collection step.
@@ -58,6 +65,25 @@ describe('runStaleRouteCollector', () => {
     expect(h.seen.filter((e) => e.type === 'ignored')).toHaveLength(3)
     h.sub.unsubscribe()
     expect(h.closed()).toBe(1)
+  })
+
+  it('keeps a subnet live while any lease holds it, ignores host-bit leases, never collects for one overlapping its own', async () => {
+    const h = harness(0)
+    h.events.next([
+      { type: 'added', lease: lease('10.5.1.0/24') },
+      { type: 'added', lease: lease('10.5.2.0/24') },
+      { type: 'added', lease: lease('10.5.1.0/24', 'fd00::/64') }, // a second key, same subnet
+      { type: 'added', lease: lease(new Ip4Net(parseIp4('10.5.1.9'), 24)) },
+      { type: 'added', lease: lease('10.5.34.0/25') }, // inside our own 10.5.34.0/24
+    ])
+    await until(() => h.runs.length === 1)
+    h.events.next([{ type: 'removed', lease: lease('10.5.1.0/24', 'fd00::/64') }])
+    h.events.next([{ type: 'removed', lease: lease(new Ip4Net(parseIp4('10.5.1.9'), 24)) }])
+    h.events.next([{ type: 'removed', lease: lease('10.5.34.0/25') }])
+    h.events.next([{ type: 'removed', lease: lease('10.5.2.0/24') }])
+    await until(() => h.runs.length === 2)
+    expect(h.runs[1]).toEqual({ live: ['10.5.1.0/24', '10.5.34.0/24'], only: ['10.5.2.0/24'] })
+    h.sub.unsubscribe()
   })
 
   it('never treats its own lease as removed and does nothing when disabled', async () => {

@@ -1,6 +1,9 @@
 import { Observable } from 'rxjs'
+import { isOwnSubnet } from '../agent/own-lease.js'
 import { isFlannelError } from '../errors.js'
+import { hostBitsProblem } from '../lease/key.js'
 import type { Lease, LeaseEvent } from '../lease/types.js'
+import { leaseKey } from '../registry/reconcile.js'
 import type { NetworkEvent } from './types.js'
 
 /** What {@link runStaleRouteCollector} needs. */
@@ -38,9 +41,16 @@ export interface StaleRouteCollection {
  * host (cloud route tables): tracks the live leases from the event stream,
  * reports each peer lease as `ignored`, and lets the backend collect routes
  * nobody owns. The first batch (every live lease) triggers a full
- * collection, later `removed` leases a collection of just their subnets. Collections run one at a time, `delayMs` after the change
- * (changes meanwhile are merged). Unsubscribing aborts a running collection
- * and clears the timer.
+ * collection, later `removed` leases a collection of just their subnets.
+ * Collections run one at a time, `delayMs` after the change (changes
+ * meanwhile are merged). Unsubscribing aborts a running collection and
+ * clears the timer.
+ *
+ * A subnet stays live while any lease (by key) holds it, so the removal of
+ * a second key for a live subnet (`10.5.2.0-24&fd00::-64` beside
+ * `10.5.2.0-24`) collects nothing. A lease with host bits set is no lease
+ * and is ignored; the removal of a lease overlapping this host's subnet
+ * never triggers a collection.
  *
  * @example
  * ```ts
@@ -63,6 +73,8 @@ export function runStaleRouteCollector(
     const abort = new AbortController()
     const collection = init.start()
     const own = init.own.subnet.toString()
+    /** Every live lease's IPv4 subnet, by lease key (this host's own always). */
+    const leases = new Map<string, string>([[leaseKey(init.own), own]])
     const live = new Set<string>([own])
     const pending = new Set<string>()
     let first = true
@@ -87,14 +99,22 @@ export function runStaleRouteCollector(
     const input = events.subscribe({
       next: (batch) => {
         for (const event of batch) {
-          const key = event.lease.subnet.toString()
+          const hostBits = hostBitsProblem(event.lease)
+          if (hostBits !== undefined) {
+            emit({ type: 'ignored', lease: event.lease, reason: `not a lease: ${hostBits}` })
+            continue
+          }
+          const subnet = event.lease.subnet.toString()
+          const key = leaseKey(event.lease)
           if (event.type === 'added') {
-            live.add(key)
-            pending.delete(key)
+            leases.set(key, subnet)
+            live.add(subnet)
+            pending.delete(subnet)
             emit({ type: 'ignored', lease: event.lease, reason: init.ignoredReason })
-          } else if (key !== own) {
-            live.delete(key)
-            pending.add(key)
+          } else if (key !== leaseKey(init.own) && leases.delete(key)) {
+            if ([...leases.values()].includes(subnet)) continue
+            live.delete(subnet)
+            if (!isOwnSubnet(event.lease, init.own)) pending.add(subnet)
           }
         }
         if (!init.enabled) return
