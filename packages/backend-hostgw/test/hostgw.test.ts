@@ -1,6 +1,8 @@
 import {
+  Ip4Net,
   MemoryRegistry,
   isFlannelError,
+  parseIp4,
   parseNetworkConfig,
   type ExternalInterface,
   type LeaseEvent,
@@ -508,5 +510,57 @@ describe('HostGwNetwork.run', () => {
     expect(
       (await r.host.listRoutes({ protocol: FLANNEL_ROUTE_PROTOCOL })).map((x) => x.dst),
     ).toEqual(['10.244.2.0/24'])
+  })
+})
+
+describe('HostGwBackend and leases it must not act on (issue 12)', () => {
+  /** Every route of the host, as sorted text. */
+  async function routes(host: MemoryHostNetwork): Promise<string[]> {
+    return (await host.listRoutes())
+      .map((r) => `${r.dst} via ${r.gateway ?? '-'} dev ${r.linkIndex} proto ${r.protocol}`)
+      .sort()
+  }
+  /** Sends `batches`, then adds and removes a sentinel peer: once that is done, everything before it was applied. */
+  async function sendAndSettle(r: Rig, batches: LeaseEvent[][]): Promise<void> {
+    for (const b of batches) r.events$.next(b)
+    const sentinel = peer('10.244.250.0/24', '192.0.2.250')
+    r.events$.next([{ type: 'added', lease: sentinel }])
+    await r.next((e) => e.type === 'applied' && e.action === 'add' && e.lease === sentinel)
+    r.events$.next([{ type: 'removed', lease: sentinel }])
+    await r.next((e) => e.type === 'applied' && e.action === 'remove' && e.lease === sentinel)
+  }
+
+  it("never lets a hostile key take over or delete a peer's route, the pod route via cni0, or the underlay route", async () => {
+    const r = await rig()
+    const cni0 = r.host.addLink({ name: 'cni0', kind: 'bridge' })
+    await r.host.addAddress({
+      linkIndex: cni0.index,
+      family: 'inet',
+      address: '10.244.1.1',
+      prefixLength: 24,
+    })
+    r.events$.next([{ type: 'added', lease: peer('10.244.85.0/24', '192.0.2.2') }])
+    await r.next((e) => e.type === 'applied' && e.action === 'add')
+    const before = await routes(r.host)
+    const hostile = [
+      peer(new Ip4Net(parseIp4('10.244.85.5'), 24), '192.0.2.66'), // a peer's subnet with host bits
+      peer(new Ip4Net(parseIp4('10.244.1.5'), 24), '192.0.2.66'), // the own one with host bits
+      peer('10.244.85.0/24', '192.0.2.66', 'host-gw', {
+        subnet: 'fd00:10:0:85::/64',
+        ip: '2001:db8::66',
+      }),
+      peer('10.244.1.128/25', '192.0.2.66'),
+      peer('192.0.2.0/24', '192.0.2.66'), // the underlay, outside the network
+      peer('0.0.0.0/0', '192.0.2.66'),
+    ]
+    await sendAndSettle(r, [
+      hostile.map((lease): LeaseEvent => ({ type: 'added', lease })),
+      hostile.map((lease): LeaseEvent => ({ type: 'removed', lease })),
+    ])
+    expect(await routes(r.host)).toEqual(before)
+    expect(before).toContain(`10.244.1.0/24 via - dev ${cni0.index} proto 2`)
+    expect(before).toContain(
+      `10.244.85.0/24 via 192.0.2.2 dev ${r.ext.index} proto ${FLANNEL_ROUTE_PROTOCOL}`,
+    )
   })
 })

@@ -130,6 +130,7 @@ export class UdpBackend implements Backend {
       mtu,
       datapath,
       logger: this.logger,
+      config,
       onClose: ownHost ? () => host.close() : undefined,
     })
   }

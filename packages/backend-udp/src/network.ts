@@ -2,6 +2,7 @@ import {
   isIp4,
   withoutOwnLease,
   type Lease,
+  type NetworkConfig,
   type LeaseEvent,
   type Logger,
   type Network,
@@ -16,6 +17,8 @@ export interface UdpNetworkParts {
   readonly mtu: number
   readonly datapath: UdpDatapath
   readonly logger: Logger
+  /** The network config: peers outside its `Network` are ignored. */
+  readonly config?: NetworkConfig | undefined
   /** Called once after the datapath closed (e.g. to release a netlink socket). */
   readonly onClose?: (() => Promise<void>) | undefined
 }
@@ -34,6 +37,7 @@ export class UdpNetwork implements Network {
   private readonly datapath: UdpDatapath
   private readonly logger: Logger
   private readonly onClose: (() => Promise<void>) | undefined
+  private readonly config: NetworkConfig | undefined
   private running = false
 
   constructor(parts: UdpNetworkParts) {
@@ -42,6 +46,7 @@ export class UdpNetwork implements Network {
     this.datapath = parts.datapath
     this.logger = parts.logger
     this.onClose = parts.onClose
+    this.config = parts.config
   }
 
   /** The TUN device's name (normally `flannel0`). */
@@ -78,8 +83,14 @@ export class UdpNetwork implements Network {
         out.error(error)
         return
       }
-      // Our own lease never becomes a peer, even when a caller passes the registry's stream as is.
-      const sub = events.pipe(withoutOwnLease(this.lease)).subscribe({
+      // Only peers' leases reach the peer table, even when a caller passes the registry's stream
+      // as is: never our own or one overlapping it, one outside the network, or a second lease
+      // for a subnet another lease owns.
+      const peers = withoutOwnLease(this.lease, {
+        config: this.config,
+        onIgnored: (lease, reason) => out.next({ type: 'ignored', lease, reason }),
+      })
+      const sub = events.pipe(peers).subscribe({
         next: (batch) => {
           for (const event of batch) out.next(this.apply(event))
         },

@@ -74,8 +74,17 @@ export class VxlanNetwork implements Network {
 
   run(events: Observable<LeaseEvent[]>): Observable<NetworkEvent> {
     return new Observable<NetworkEvent>((subscriber) =>
-      // Our own lease never becomes a peer, even when a caller passes the registry's stream as is.
-      new PeerKeeper(this.init, subscriber).start(events.pipe(withoutOwnLease(this.lease))),
+      // Only peers' leases reach the keeper, even when a caller passes the registry's stream as
+      // is: never our own or one overlapping it, one outside the network, or a second lease for
+      // a subnet another lease owns.
+      new PeerKeeper(this.init, subscriber).start(
+        events.pipe(
+          withoutOwnLease(this.lease, {
+            config: this.init.config,
+            onIgnored: (lease, reason) => subscriber.next({ type: 'ignored', lease, reason }),
+          }),
+        ),
+      ),
     )
   }
 }

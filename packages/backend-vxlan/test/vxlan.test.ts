@@ -3,6 +3,7 @@ import {
   Ip6Net,
   encodeLeaseAttrs,
   isFlannelError,
+  parseIp4,
   parseNetworkConfig,
   type ExternalInterface,
   type Lease,
@@ -53,14 +54,14 @@ class FixedLeaseRegistry implements SubnetRegistry {
 }
 
 function peer(
-  subnet: string,
+  subnet: string | Ip4Net,
   publicIP: string,
   mac: string,
   extra: Partial<LeaseAttrs> & { ipv6Subnet?: string } = {},
 ): Lease {
   const { ipv6Subnet, ...attrs } = extra
   return {
-    subnet: Ip4Net.parse(subnet),
+    subnet: typeof subnet === 'string' ? Ip4Net.parse(subnet) : subnet,
     ...(ipv6Subnet ? { ipv6Subnet: Ip6Net.parse(ipv6Subnet) } : {}),
     attrs: { publicIP, backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: mac }, ...attrs },
     expiration: new Date(Date.now() + 86_400_000),
@@ -566,5 +567,81 @@ describe('VxlanBackend adoption and repair', () => {
       extIface: { name: 'eth0', index: 1, mtu: 1500 },
     })
     expect(b.type).toBe('vxlan')
+  })
+})
+
+/** Every route, neighbour and FDB entry of the host, as sorted text. */
+async function hostState(host: MemoryHostNetwork) {
+  return {
+    routes: (await host.listRoutes())
+      .map((r) => `${r.dst} via ${r.gateway ?? '-'} dev ${r.linkIndex} proto ${r.protocol}`)
+      .sort(),
+    neigh: (await host.listNeighbours()).map((n) => `${n.ip} ${n.mac} dev ${n.linkIndex}`).sort(),
+    fdb: (await host.listFdb()).map((e) => `${e.mac} ${e.dst} dev ${e.linkIndex}`).sort(),
+  }
+}
+
+describe('VxlanBackend and leases it must not act on (issue 12)', () => {
+  const MAC_X = '02:00:00:00:00:66'
+
+  /** Sends `batches`, then adds and removes a sentinel peer: once that is done, everything before it was applied. */
+  async function sendAndSettle(r: Rig, batches: LeaseEvent[][]): Promise<void> {
+    for (const b of batches) r.events$.next(b)
+    const sentinel = peer('10.244.250.0/24', '192.0.2.250', '02:00:00:00:00:fa')
+    r.events$.next([{ type: 'added', lease: sentinel }])
+    await r.next((e) => e.type === 'applied' && e.action === 'add' && e.lease === sentinel)
+    r.events$.next([{ type: 'removed', lease: sentinel }])
+    await r.next((e) => e.type === 'applied' && e.action === 'remove' && e.lease === sentinel)
+  }
+
+  it("a key with host bits set for a peer's subnet, or a second key for it, never touches the peer's entries", async () => {
+    const r = await rig()
+    await r.start()
+    r.events$.next([{ type: 'added', lease: peer('10.244.85.0/24', '192.0.2.2', MAC_B) }])
+    await r.next((e) => e.type === 'applied' && e.action === 'add')
+    const before = await hostState(r.host)
+    const hostile = [
+      peer(new Ip4Net(parseIp4('10.244.85.5'), 24), '192.0.2.66', MAC_X), // the issue's key
+      peer('10.244.85.0/24', '192.0.2.66', MAC_X, { ipv6Subnet: 'fd00:10:0:85::/64' }),
+      peer('10.244.85.128/25', '192.0.2.66', MAC_X),
+      peer('10.244.0.0/16', '192.0.2.66', MAC_X),
+    ]
+    await sendAndSettle(r, [
+      hostile.map((lease): LeaseEvent => ({ type: 'added', lease })),
+      hostile.map((lease): LeaseEvent => ({ type: 'removed', lease })),
+    ])
+    expect(await hostState(r.host)).toEqual(before)
+    expect((await peerState(r.host)).routes).toEqual(['10.244.85.0/24 via 10.244.85.0 onlink=true'])
+  })
+
+  it('a key inside the own subnet never replaces the pod route via cni0, nor removes it', async () => {
+    const r = await rig()
+    await r.start()
+    const cni0 = r.host.addLink({ name: 'cni0', kind: 'bridge' })
+    await r.host.addAddress({
+      linkIndex: cni0.index,
+      family: 'inet',
+      address: '10.244.1.1',
+      prefixLength: 24,
+    })
+    r.events$.next([])
+    const before = await hostState(r.host)
+    expect(before.routes).toContain(`10.244.1.0/24 via - dev ${cni0.index} proto 2`)
+    const hostile = [
+      peer(new Ip4Net(parseIp4('10.244.1.5'), 24), '192.0.2.66', MAC_X), // the issue's key
+      peer('10.244.1.128/25', '192.0.2.66', MAC_X),
+      peer('10.244.1.0/24', '192.0.2.66', MAC_X, { ipv6Subnet: 'fd00:10:0:1::/64' }),
+    ]
+    await sendAndSettle(r, [
+      hostile.map((lease): LeaseEvent => ({ type: 'added', lease })),
+      hostile.map((lease): LeaseEvent => ({ type: 'removed', lease })),
+    ])
+    expect(await hostState(r.host)).toEqual(before)
+    const ignored = r.seen
+      .filter((e) => e.type === 'ignored')
+      .map((e) => e.type === 'ignored' && e.reason)
+    expect(ignored).toContain(
+      'not a lease: 10.244.1.5/24 has host bits set (the subnet is 10.244.1.0/24)',
+    )
   })
 })

@@ -49,7 +49,11 @@ export interface PeerLeaseOptions {
    * (the underlay, the default route) is ever a peer's.
    */
   readonly config?: NetworkConfig | undefined
-  /** Called for each lease event dropped, with the reason (for logs and `ignored` events). */
+  /**
+   * Called for each lease event dropped, with the reason (for logs and
+   * `ignored` events); not for the own lease itself, which every registry's
+   * stream carries.
+   */
   readonly onIgnored?: ((lease: Lease, reason: string) => void) | undefined
 }
 
@@ -95,6 +99,7 @@ export function withoutOwnLease(
   options: PeerLeaseOptions = {},
 ): OperatorFunction<LeaseEvent[], LeaseEvent[]> {
   const { config, onIgnored } = options
+  const ownKey = leaseKey(own)
   const unusable = (lease: Lease): string | undefined => {
     const hostBits = hostBitsProblem(lease)
     if (hostBits !== undefined) return `not a lease: ${hostBits}`
@@ -132,12 +137,13 @@ export function withoutOwnLease(
           const out: LeaseEvent[] = []
           for (const event of batch) {
             const { lease } = event
+            const key = leaseKey(lease)
+            if (key === ownKey) continue // expected in a registry's stream: not worth a report
             const reason = unusable(lease)
             if (reason !== undefined) {
               onIgnored?.(lease, reason)
               continue
             }
-            const key = leaseKey(lease)
             if (event.type === 'added') {
               if (owners.has(key)) {
                 owners.set(key, lease)
