@@ -291,15 +291,31 @@ class PeerKeeper extends ReconcileLoop {
       return
     }
     const dev = local.link.index
+    // The FDB entry is the VTEP's, not the subnet's: several leases of one host (an old one
+    // still running out beside a new one) share it. It goes only with the last of them, and a
+    // lease that still names the MAC with another address gets its entry back.
+    const others = [...this.wanted.values()].filter(
+      (w) =>
+        w.peer.family === peer.family &&
+        w.peer.dst !== peer.dst &&
+        w.peer.mac === peer.mac &&
+        !w.direct,
+    )
+    const fdbShared = others.some((w) => w.peer.pub === peer.pub)
     const results = await Promise.allSettled([
       ignoreMissing(host.deleteNeighbour({ linkIndex: dev, ip: peer.gw })),
-      ignoreMissing(host.deleteFdb({ linkIndex: dev, mac: peer.mac, dst: peer.pub })),
+      fdbShared
+        ? Promise.resolve()
+        : ignoreMissing(host.deleteFdb({ linkIndex: dev, mac: peer.mac, dst: peer.pub })),
       ignoreMissing(
         host.deleteRoute({ family: peer.family, dst: peer.dst, gateway: peer.gw, linkIndex: dev }),
       ),
     ])
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failure) throw failure.reason
+    const heir = fdbShared ? undefined : others.at(-1)
+    if (heir !== undefined)
+      await host.replaceFdb({ linkIndex: dev, mac: heir.peer.mac, dst: heir.peer.pub })
   }
 
   protected onNotification(n: HostNetworkNotification): void {

@@ -362,6 +362,32 @@ describe('VxlanBackend peers', () => {
     expect(s.fdb).toEqual([`${MAC_C} 192.0.2.2 true true`])
   })
 
+  it("removing one of a host's two leases keeps the VTEP's FDB entry the other needs", async () => {
+    const r = await rig()
+    await r.start()
+    // an old lease still running out beside the same host's new one: one VTEP, two subnets
+    const old = peer('10.244.2.0/24', '192.0.2.2', MAC_B)
+    const current = peer('10.244.3.0/24', '192.0.2.2', MAC_B)
+    r.events$.next([{ type: 'added', lease: old }])
+    r.events$.next([{ type: 'added', lease: current }])
+    await r.next((e) => e.type === 'applied' && e.lease === current)
+    r.events$.next([{ type: 'removed', lease: old }])
+    await r.next((e) => e.type === 'applied' && e.action === 'remove')
+    expect(await peerState(r.host)).toEqual({
+      neigh: [`10.244.3.0 ${MAC_B} true`],
+      fdb: [`${MAC_B} 192.0.2.2 true true`],
+      routes: ['10.244.3.0/24 via 10.244.3.0 onlink=true'],
+    })
+    // the VTEP moved to a new address with a third lease, which goes again: back to the old address
+    const moved = peer('10.244.4.0/24', '192.0.2.4', MAC_B)
+    r.events$.next([{ type: 'added', lease: moved }])
+    await r.next((e) => e.type === 'applied' && e.lease === moved)
+    expect((await peerState(r.host)).fdb).toEqual([`${MAC_B} 192.0.2.4 true true`])
+    r.events$.next([{ type: 'removed', lease: moved }])
+    await r.next((e) => e.type === 'applied' && e.action === 'remove' && e.lease === moved)
+    expect((await peerState(r.host)).fdb).toEqual([`${MAC_B} 192.0.2.2 true true`])
+  })
+
   it('ignores non-vxlan leases and undecodable backend data', async () => {
     const r = await rig()
     await r.start()
