@@ -1,1 +1,1 @@
-export {}
+export { propertySeed } from './seed.js'
