@@ -25,7 +25,6 @@ import { MemoryHostNetwork } from '@flannel/linux'
 import { EtcdRegistry } from '@flannel/registry-etcd'
 import { propertySeed } from '@flannel/testkit'
 import { etcdMissingReason, startEtcd, type EtcdServer } from '@flannel/testkit/etcd'
-import type { Etcd3 } from 'etcd3'
 
 const missing = etcdMissingReason()
 if (missing) console.warn(`hostile lease property skipped: ${missing}`)
@@ -161,7 +160,7 @@ describe.skipIf(missing !== undefined)(
   `hostile lease keys and values never touch a peer's or the host's entries (property)${missing ? ` (skipped: ${missing})` : ''}`,
   () => {
     let etcd: EtcdServer
-    let raw: Etcd3
+    let raw: ReturnType<EtcdServer['connect']>
     let dir: string
     let run = 0
 
