@@ -70,6 +70,17 @@ interface Discovered {
   readonly instanceId: string
   readonly eni: InstanceNetworkInterface & { NetworkInterfaceId: string }
   readonly tableIds: readonly string[]
+  /** Where the table ids came from, for error messages. */
+  readonly tableSource: TableSource
+}
+
+/** Where route table ids come from: the option, the config, or detection. */
+type TableSource = 'routeTableIds' | 'Backend.RouteTableID' | 'detected'
+
+/** Route tables named by the caller, with where they were named. */
+interface ConfiguredTables {
+  readonly ids: readonly string[]
+  readonly source: Exclude<TableSource, 'detected'>
 }
 
 /** A change made during registration, undone when a later step fails. */
@@ -119,7 +130,7 @@ export class AwsVpcBackend implements Backend {
         undefined,
       )
     }
-    const configuredTables = this.options.routeTableIds ?? routeTableOption(config)
+    const configuredTables = configuredRouteTables(this.options.routeTableIds, config)
 
     const where = await this.discover(ifaceAddr, configuredTables, signal)
     const makeApi = (): Ec2Api => this.api(where.region)
@@ -135,7 +146,7 @@ export class AwsVpcBackend implements Backend {
         'found the instance network interface and route tables',
       )
       // Make sure every table exists before anything is leased or changed.
-      const tables = await this.readTables(api, where.tableIds, signal)
+      const tables = await this.readTables(api, where, signal)
       const lease = await this.ctx.registry.acquireLease(
         { publicIP },
         { signal, previous: opts.previous },
@@ -187,7 +198,7 @@ export class AwsVpcBackend implements Backend {
 
   private async discover(
     ifaceAddr: string,
-    configuredTables: readonly string[] | undefined,
+    configuredTables: ConfiguredTables | undefined,
     signal?: AbortSignal,
   ): Promise<Discovered> {
     const env = this.options.env ?? process.env
@@ -212,17 +223,30 @@ export class AwsVpcBackend implements Backend {
       const instance = await api.describeInstance(instanceId, signal)
       if (instance === undefined) {
         throw new AwsDiscoveryError(
+          'instance',
+          instanceId,
           `error getting EC2 instance: instance ${instanceId} not found in ${region}`,
         )
       }
       const eni = findEni(instance, ifaceAddr)
       if (eni === undefined) {
         throw new AwsDiscoveryError(
+          'network-interface',
+          ifaceAddr,
           `unable to find ENI that matches the ${ifaceAddr} IP address (instance ${instanceId})`,
         )
       }
-      const tableIds = configuredTables ?? [await this.detectRouteTable(api, eni, signal)]
-      return { region, instanceId, eni, tableIds }
+      if (configuredTables !== undefined) {
+        return {
+          region,
+          instanceId,
+          eni,
+          tableIds: configuredTables.ids,
+          tableSource: configuredTables.source,
+        }
+      }
+      const detected = await this.detectRouteTable(api, eni, signal)
+      return { region, instanceId, eni, tableIds: [detected], tableSource: 'detected' }
     } finally {
       api.close()
     }
@@ -245,30 +269,56 @@ export class AwsVpcBackend implements Backend {
       const id = bySubnet[0]?.RouteTableId
       if (id !== undefined) return id
     }
-    const main = await api.describeRouteTables(
-      {
-        filters: [
-          { Name: 'association.main', Values: ['true'] },
-          { Name: 'vpc-id', Values: [eni.VpcId ?? ''] },
-        ],
-      },
-      signal,
-    )
+    const vpc = eni.VpcId ?? ''
+    const main = await api
+      .describeRouteTables(
+        {
+          filters: [
+            { Name: 'association.main', Values: ['true'] },
+            { Name: 'vpc-id', Values: [vpc] },
+          ],
+        },
+        signal,
+      )
+      .catch((err: unknown) => {
+        throw wrap(err, `error describing the main route table of VPC ${vpc}`)
+      })
     const id = main[0]?.RouteTableId
-    if (id === undefined)
-      throw new AwsDiscoveryError(`main route table not found (VPC ${eni.VpcId ?? '?'})`)
+    if (id === undefined) {
+      throw new AwsDiscoveryError(
+        'route-table',
+        vpc,
+        `main route table not found: Backend.RouteTableID is not set, subnet ${eni.SubnetId ?? '(none)'} ` +
+          `has no route table associated and VPC ${vpc || '(none)'} has no main route table`,
+      )
+    }
     return id
   }
 
+  /**
+   * Reads every table to use; a table that does not exist is an
+   * {@link AwsDiscoveryError}. By filter rather than by id: EC2 refuses a
+   * lookup by an unknown id as a whole, a filter just matches what exists.
+   */
   private async readTables(
     api: Ec2Api,
-    ids: readonly string[],
+    where: Discovered,
     signal?: AbortSignal,
   ): Promise<Map<string, Ec2Route[]>> {
-    const tables = await api.describeRouteTables({ ids: [...new Set(ids)] }, signal)
+    const ids = [...new Set(where.tableIds)]
+    const tables = await api.describeRouteTables(
+      { filters: [{ Name: 'route-table-id', Values: ids }] },
+      signal,
+    )
     const byId = new Map(tables.map((t) => [t.RouteTableId ?? '', t.Routes ?? []]))
-    for (const id of ids) {
-      if (!byId.has(id)) throw new AwsDiscoveryError(`route table ${JSON.stringify(id)} not found`)
+    const missing = ids.filter((id) => !byId.has(id))
+    if (missing[0] !== undefined) {
+      const names = missing.map((id) => JSON.stringify(id)).join(', ')
+      throw new AwsDiscoveryError(
+        'route-table',
+        missing[0],
+        `route table${missing.length > 1 ? 's' : ''} ${names} (${where.tableSource}) not found in ${where.region}`,
+      )
     }
     return byId
   }
@@ -381,6 +431,51 @@ export class AwsVpcBackend implements Backend {
         this.logger.warn({ err }, 'could not undo a change of a failed start')
       })
     }
+  }
+}
+
+/**
+ * The route tables named by the `routeTableIds` option, else by
+ * `Backend.RouteTableID`; undefined when neither names any (then they are
+ * detected). No list is empty and no id is the empty string: neither can name
+ * a table (flanneld would go on without a route, or fail at EC2).
+ */
+function configuredRouteTables(
+  option: readonly string[] | undefined,
+  config: NetworkConfig,
+): ConfiguredTables | undefined {
+  if (option !== undefined) {
+    const why = unusableTableIds(option)
+    if (why !== undefined) throw new InvalidArgumentError('routeTableIds', option, why)
+    return { ids: option, source: 'routeTableIds' }
+  }
+  const ids = routeTableOption(config)
+  if (ids === undefined) return undefined
+  const why = unusableTableIds(ids)
+  if (why !== undefined) {
+    const raw = configuredValue(config)
+    throw new ConfigError(
+      `invalid Backend.RouteTableID ${JSON.stringify(raw)}: ${why}`,
+      'Backend.RouteTableID',
+      raw,
+    )
+  }
+  return { ids, source: 'Backend.RouteTableID' }
+}
+
+function unusableTableIds(ids: readonly string[]): string | undefined {
+  if (ids.length === 0)
+    return 'name at least one route table, or leave RouteTableID out to detect it'
+  if (ids.includes('')) return 'a route table id is never empty'
+  return undefined
+}
+
+// `Backend.RouteTableID` as written (a string or an array), for error messages.
+function configuredValue(config: NetworkConfig): unknown {
+  try {
+    return backendOption(config.backend, 'RouteTableID', 'string')
+  } catch {
+    return backendOption(config.backend, 'RouteTableID', 'strings')
   }
 }
 

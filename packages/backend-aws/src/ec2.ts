@@ -58,7 +58,7 @@ export class Ec2Api {
     this.client = undefined
   }
 
-  /** DescribeInstances for one instance id; undefined when EC2 says it does not exist. */
+  /** DescribeInstances for one instance id; undefined when EC2 says it does not exist or cannot (malformed id). */
   async describeInstance(instanceId: string, signal?: AbortSignal): Promise<Instance | undefined> {
     const instances: Instance[] = []
     try {
@@ -72,7 +72,11 @@ export class Ec2Api {
         return out.NextToken
       })
     } catch (err) {
-      if (err instanceof AwsApiError && err.awsCode === 'InvalidInstanceID.NotFound')
+      if (
+        err instanceof AwsApiError &&
+        (err.awsCode === 'InvalidInstanceID.NotFound' ||
+          err.awsCode === 'InvalidInstanceID.Malformed')
+      )
         return undefined
       throw err
     }

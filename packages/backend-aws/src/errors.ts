@@ -73,9 +73,28 @@ export class AwsMetadataError extends FlannelError {
   }
 }
 
+/** What {@link AwsDiscoveryError} looked for. */
+export type AwsDiscoveryTarget = 'instance' | 'network-interface' | 'route-table'
+
 /** The instance, its network interface or a route table could not be found. */
 export class AwsDiscoveryError extends FlannelError {
-  constructor(message: string, options: FlannelErrorOptions = {}) {
+  /** What was looked for. */
+  readonly what: AwsDiscoveryTarget
+  /**
+   * What it was looked for by: the instance id, the interface address, the
+   * route table id (the first of several missing ones), or the VPC whose main
+   * route table is missing.
+   */
+  readonly value: string
+
+  constructor(
+    what: AwsDiscoveryTarget,
+    value: string,
+    message: string,
+    options: FlannelErrorOptions = {},
+  ) {
     super('AWS_DISCOVERY', message, options)
+    this.what = what
+    this.value = value
   }
 }

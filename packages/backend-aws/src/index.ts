@@ -14,4 +14,5 @@ export {
   AwsDiscoveryError,
   AwsMetadataError,
   type AwsApiErrorDetails,
+  type AwsDiscoveryTarget,
 } from './errors.js'

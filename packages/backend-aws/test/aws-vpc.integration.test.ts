@@ -2,11 +2,15 @@ import * as sdk from '@aws-sdk/client-ec2'
 import { EMPTY, Subject } from 'rxjs'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import {
+  AbortError,
+  ConfigError,
+  InvalidArgumentError,
   Ip4Net,
   RouteLimitError,
   isFlannelError,
   parseNetworkConfig,
   type BackendContext,
+  type ExternalInterface,
   type Lease,
   type LeaseAttrs,
   type LeaseEvent,
@@ -25,6 +29,7 @@ import {
   type MotoServer,
 } from '@flannel/testkit/aws'
 import {
+  AwsApiError,
   AwsAuthError,
   AwsDiscoveryError,
   AwsMetadataError,
@@ -137,6 +142,7 @@ describe.skipIf(skipReason !== undefined)(
       await moto.reset()
       proxy.calls.length = 0
       proxy.options.routeLimit = undefined
+      proxy.clearFaults()
       const vpc = await ec2.send(new sdk.CreateVpcCommand({ CidrBlock: '198.51.100.0/24' }))
       const vpcId = vpc.Vpc?.VpcId as string
       const sn = await ec2.send(
@@ -180,12 +186,23 @@ describe.skipIf(skipReason !== undefined)(
       await imds?.close()
     })
 
-    function setup(options: AwsVpcOptions = {}, subnet = OWN) {
+    function setup(
+      options: AwsVpcOptions = {},
+      subnet = OWN,
+      ext: Partial<ExternalInterface> = {},
+    ) {
       const reg = fixedRegistry(subnet)
       const logger = recordingLogger()
       const ctx: BackendContext = {
         registry: reg.registry,
-        extIface: { name: 'eth0', index: 2, mtu: 9001, ifaceAddr: IFACE_ADDR, extAddr: IFACE_ADDR },
+        extIface: {
+          name: 'eth0',
+          index: 2,
+          mtu: 9001,
+          ifaceAddr: IFACE_ADDR,
+          extAddr: IFACE_ADDR,
+          ...ext,
+        },
         logger,
       }
       const backend = new AwsVpcBackend(ctx, {
@@ -441,80 +458,10 @@ describe.skipIf(skipReason !== undefined)(
       expect(await routes(w.mainTable)).toEqual([`${OWN}>${w.eni}`])
     })
 
-    it('gives AwsAuthError for bad credentials and applies nothing', async () => {
-      const strict = await startMoto({ requireAuth: true })
-      try {
-        const { backend, acquired } = setup({ endpoint: strict.endpoint, maxAttempts: 1 })
-        const err = await rejection(backend.registerNetwork(cfg()))
-        expect(err).toBeInstanceOf(AwsAuthError)
-        expect(err).toMatchObject({
-          code: 'AWS_AUTH_FAILED',
-          awsCode: 'AuthFailure',
-          operation: 'DescribeInstances',
-        })
-        expect((err as Error).message).not.toContain(CREDS.secretAccessKey)
-        expect(acquired).toEqual([])
-      } finally {
-        await strict.close()
-      }
-    })
-
-    it('gives AwsDiscoveryError for a missing instance and applies nothing', async () => {
-      imds.values.instanceId = 'i-0123456789abcdef0'
-      const { backend, acquired } = setup()
-      const err = await rejection(backend.registerNetwork(cfg()))
-      expect(err).toBeInstanceOf(AwsDiscoveryError)
-      expect((err as Error).message).toContain('i-0123456789abcdef0')
-      expect(acquired).toEqual([])
-      expect(mutations()).toEqual([])
-      expect(await sourceDestCheck()).toBe(true)
-    })
-
-    it('gives AwsDiscoveryError when no ENI carries the interface address', async () => {
-      const { backend, acquired } = setup()
-      const ctxless = new AwsVpcBackend(
-        {
-          registry: fixedRegistry().registry,
-          extIface: { name: 'eth0', index: 2, mtu: 1500, ifaceAddr: '198.51.100.50' },
-        },
-        {
-          endpoint: proxy.endpoint,
-          metadataEndpoint: imds.endpoint,
-          env: { AWS_ACCESS_KEY_ID: 'a', AWS_SECRET_ACCESS_KEY: 'b' },
-        },
-      )
-      void backend
-      const err = await rejection(ctxless.registerNetwork(cfg()))
-      expect(err).toBeInstanceOf(AwsDiscoveryError)
-      expect((err as Error).message).toBe(
-        `unable to find ENI that matches the 198.51.100.50 IP address (instance ${w.instanceId})`,
-      )
-      expect(acquired).toEqual([])
-    })
-
-    it('gives AwsMetadataError when the metadata service lacks the zone', async () => {
-      imds.values.availabilityZone = undefined
-      const { backend, acquired } = setup()
-      const err = await rejection(backend.registerNetwork(cfg()))
-      expect(err).toBeInstanceOf(AwsMetadataError)
-      expect((err as Error).message).toMatch(/^error getting EC2 region name: HTTP 404/)
-      expect(acquired).toEqual([])
-    })
-
     it('skips the metadata service for region and instance given as options', async () => {
       await setup({ region: REGION, instanceId: w.instanceId }).backend.registerNetwork(cfg())
       expect(imds.requests).toEqual([])
       expect(await routes(w.mainTable)).toEqual([`${OWN}>${w.eni}`])
-    })
-
-    it('rejects an unknown route table before leasing', async () => {
-      const { backend, acquired } = setup()
-      const err = await rejection(
-        backend.registerNetwork(cfg({ RouteTableID: 'rtb-0000000000000dead' })),
-      )
-      expect(isFlannelError(err)).toBe(true)
-      expect((err as Error).message).toContain('rtb-0000000000000dead')
-      expect(acquired).toEqual([])
     })
 
     it('on abort right after CreateRoute, removes the route, restores SourceDestCheck and releases the lease', async () => {
@@ -540,12 +487,361 @@ describe.skipIf(skipReason !== undefined)(
       }
     })
 
-    it('stops at once on an aborted signal', async () => {
-      const { backend, acquired } = setup()
-      const err = await rejection(backend.registerNetwork(cfg(), { signal: AbortSignal.abort() }))
-      expect(isFlannelError(err, 'ABORTED')).toBe(true)
-      expect(acquired).toEqual([])
-      expect(imds.requests).toEqual([])
+    /**
+     * One row of the README's errors table, provoked for real: moto, the
+     * metadata endpoint, the SDK's credential chain, or the EC2 proxy where it
+     * answers what moto cannot (EC2's own error codes and limits).
+     */
+    interface ErrorCase {
+      readonly name: string
+      /** Changes the world first; may return a clean-up. */
+      readonly arrange?: () => Promise<(() => Promise<void>) | void>
+      readonly options?: () => AwsVpcOptions
+      readonly backend?: () => Record<string, unknown>
+      readonly config?: () => NetworkConfig
+      readonly ext?: Partial<ExternalInterface>
+      readonly signal?: () => AbortSignal
+      readonly error: abstract new (...args: never[]) => Error
+      readonly code: string
+      /** Expected properties of the error, message included. */
+      readonly want: () => Record<string, unknown>
+      /** The failure comes after the lease was taken: everything is undone and the lease released. */
+      readonly leased?: boolean
+    }
+
+    const MISSING_TABLE = 'rtb-0000000000000dead'
+    const errorCases: readonly ErrorCase[] = [
+      {
+        name: 'RouteTableID neither a string nor an array',
+        backend: () => ({ RouteTableID: 42 }),
+        error: ConfigError,
+        code: 'CONFIG_INVALID',
+        want: () => ({
+          message: 'Unexpected RouteTableID type. Must be string or array of strings.',
+          field: 'Backend.RouteTableID',
+          value: 42,
+        }),
+      },
+      {
+        name: 'RouteTableID array holding a non-string',
+        backend: () => ({ RouteTableID: ['rtb-0a1b', 7] }),
+        error: ConfigError,
+        code: 'CONFIG_INVALID',
+        want: () => ({
+          message: 'Unexpected type in RouteTableID slice. Must be strings.',
+          field: 'Backend.RouteTableID',
+          value: ['rtb-0a1b', 7],
+        }),
+      },
+      {
+        name: 'RouteTableID an empty array',
+        backend: () => ({ RouteTableID: [] }),
+        error: ConfigError,
+        code: 'CONFIG_INVALID',
+        want: () => ({
+          message:
+            'invalid Backend.RouteTableID []: name at least one route table, or leave RouteTableID out to detect it',
+          field: 'Backend.RouteTableID',
+          value: [],
+        }),
+      },
+      {
+        name: 'RouteTableID an empty string',
+        backend: () => ({ RouteTableID: '' }),
+        error: ConfigError,
+        code: 'CONFIG_INVALID',
+        want: () => ({
+          message: 'invalid Backend.RouteTableID "": a route table id is never empty',
+          field: 'Backend.RouteTableID',
+          value: '',
+        }),
+      },
+      {
+        name: 'no Network (an IPv6-only config)',
+        config: () =>
+          parseNetworkConfig({
+            EnableIPv4: false,
+            EnableIPv6: true,
+            IPv6Network: 'fd00:5::/48',
+            Backend: { Type: 'aws-vpc' },
+          }),
+        error: ConfigError,
+        code: 'CONFIG_INVALID',
+        want: () => ({
+          message: 'please define a correct Network parameter in the flannel config',
+          field: 'Network',
+        }),
+      },
+      {
+        name: 'interface without an IPv4 address',
+        ext: { ifaceAddr: undefined },
+        error: InvalidArgumentError,
+        code: 'INVALID_ARGUMENT',
+        want: () => ({ field: 'extIface.ifaceAddr', value: undefined }),
+      },
+      {
+        name: 'metadata without the availability zone',
+        arrange: async () => {
+          imds.values.availabilityZone = undefined
+        },
+        error: AwsMetadataError,
+        code: 'AWS_METADATA',
+        want: () => ({
+          message: expect.stringMatching(/^error getting EC2 region name: HTTP 404/),
+          path: '/latest/meta-data/placement/availability-zone',
+        }),
+      },
+      {
+        name: 'metadata without the instance id',
+        arrange: async () => {
+          imds.values.instanceId = undefined
+        },
+        error: AwsMetadataError,
+        code: 'AWS_METADATA',
+        want: () => ({
+          message: expect.stringMatching(/^error getting EC2 instance ID: HTTP 404/),
+          path: '/latest/meta-data/instance-id',
+        }),
+      },
+      {
+        name: 'an instance EC2 does not know',
+        arrange: async () => {
+          imds.values.instanceId = 'i-0123456789abcdef0'
+        },
+        error: AwsDiscoveryError,
+        code: 'AWS_DISCOVERY',
+        want: () => ({
+          message: `error getting EC2 instance: instance i-0123456789abcdef0 not found in ${REGION}`,
+          what: 'instance',
+          value: 'i-0123456789abcdef0',
+        }),
+      },
+      {
+        name: 'an instance id EC2 calls malformed',
+        arrange: async () => {
+          imds.values.instanceId = 'i-nonsense'
+          // moto answers NotFound for any id; EC2 itself says Malformed for this one.
+          proxy.fail({
+            action: 'DescribeInstances',
+            code: 'InvalidInstanceID.Malformed',
+            message: 'Invalid id: "i-nonsense"',
+            times: 1,
+          })
+        },
+        error: AwsDiscoveryError,
+        code: 'AWS_DISCOVERY',
+        want: () => ({
+          message: `error getting EC2 instance: instance i-nonsense not found in ${REGION}`,
+          what: 'instance',
+          value: 'i-nonsense',
+        }),
+      },
+      {
+        name: 'no ENI carrying the interface address',
+        ext: { ifaceAddr: '198.51.100.50' },
+        error: AwsDiscoveryError,
+        code: 'AWS_DISCOVERY',
+        want: () => ({
+          message: `unable to find ENI that matches the 198.51.100.50 IP address (instance ${w.instanceId})`,
+          what: 'network-interface',
+          value: '198.51.100.50',
+        }),
+      },
+      {
+        name: 'no RouteTableID and none to detect (subnet unassociated, no main table)',
+        arrange: async () => {
+          await ec2.send(new sdk.DeleteRouteTableCommand({ RouteTableId: w.mainTable }))
+        },
+        error: AwsDiscoveryError,
+        code: 'AWS_DISCOVERY',
+        want: () => ({
+          message:
+            `main route table not found: Backend.RouteTableID is not set, subnet ${w.subnetId} ` +
+            `has no route table associated and VPC ${w.vpcId} has no main route table`,
+          what: 'route-table',
+          value: w.vpcId,
+        }),
+      },
+      {
+        name: 'RouteTableID naming a table that does not exist',
+        backend: () => ({ RouteTableID: MISSING_TABLE }),
+        error: AwsDiscoveryError,
+        code: 'AWS_DISCOVERY',
+        want: () => ({
+          message: `route table "${MISSING_TABLE}" (Backend.RouteTableID) not found in ${REGION}`,
+          what: 'route-table',
+          value: MISSING_TABLE,
+        }),
+      },
+      {
+        name: 'RouteTableID array with one table that does not exist',
+        backend: () => ({ RouteTableID: [w.mainTable, MISSING_TABLE] }),
+        error: AwsDiscoveryError,
+        code: 'AWS_DISCOVERY',
+        want: () => ({
+          message: `route table "${MISSING_TABLE}" (Backend.RouteTableID) not found in ${REGION}`,
+          what: 'route-table',
+          value: MISSING_TABLE,
+        }),
+      },
+      {
+        name: 'routeTableIds option naming a table that does not exist',
+        options: () => ({ routeTableIds: [MISSING_TABLE] }),
+        error: AwsDiscoveryError,
+        code: 'AWS_DISCOVERY',
+        want: () => ({
+          message: `route table "${MISSING_TABLE}" (routeTableIds) not found in ${REGION}`,
+          what: 'route-table',
+          value: MISSING_TABLE,
+        }),
+      },
+      {
+        name: 'credentials EC2 does not know',
+        arrange: async () => {
+          const strict = await startMoto({ requireAuth: true })
+          strictEndpoint = strict.endpoint
+          return () => strict.close()
+        },
+        options: () => ({ endpoint: strictEndpoint, maxAttempts: 1 }),
+        error: AwsAuthError,
+        code: 'AWS_AUTH_FAILED',
+        want: () => ({ awsCode: 'AuthFailure', operation: 'DescribeInstances', retryable: false }),
+      },
+      {
+        name: 'an IAM permission missing',
+        arrange: async () => {
+          proxy.fail({
+            action: 'DescribeRouteTables',
+            code: 'UnauthorizedOperation',
+            message: 'You are not authorized to perform this operation.',
+            status: 403,
+            times: 1,
+          })
+        },
+        error: AwsAuthError,
+        code: 'AWS_AUTH_FAILED',
+        want: () => ({
+          awsCode: 'UnauthorizedOperation',
+          operation: 'DescribeRouteTables',
+          httpStatus: 403,
+        }),
+      },
+      {
+        name: "no credentials anywhere in the SDK's default chain",
+        arrange: async () => {
+          const saved = { ...process.env }
+          for (const key of Object.keys(process.env)) {
+            if (key.startsWith('AWS_')) delete process.env[key]
+          }
+          // Nothing to find, and nothing leaves this host: the chain's instance role
+          // lookup is off and would go to the loopback metadata endpoint anyway.
+          Object.assign(process.env, {
+            AWS_EC2_METADATA_DISABLED: 'true',
+            AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
+            AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/flannel-test/credentials',
+            AWS_CONFIG_FILE: '/nonexistent/flannel-test/config',
+          })
+          return async () => {
+            for (const key of Object.keys(process.env)) {
+              if (!(key in saved)) delete process.env[key]
+            }
+            Object.assign(process.env, saved)
+          }
+        },
+        options: () => ({ env: {}, maxAttempts: 1 }),
+        error: AwsAuthError,
+        code: 'AWS_AUTH_FAILED',
+        want: () => ({ awsCode: 'CredentialsProviderError', operation: 'DescribeInstances' }),
+      },
+      {
+        name: 'any other EC2 error',
+        arrange: async () => {
+          proxy.fail({
+            action: 'CreateRoute',
+            code: 'InvalidParameterValue',
+            message: 'Value for parameter destinationCidrBlock is invalid.',
+            times: 1,
+          })
+        },
+        error: AwsApiError,
+        code: 'AWS_API_ERROR',
+        want: () => ({
+          message: expect.stringMatching(
+            /^unable to add route 10\.5\.34\.0\/24: EC2 CreateRoute failed \(InvalidParameterValue\)/,
+          ),
+          awsCode: 'InvalidParameterValue',
+          operation: 'CreateRoute',
+          httpStatus: 400,
+          retryable: false,
+        }),
+        leased: true,
+      },
+      {
+        name: 'EC2 failing on every attempt',
+        arrange: async () => {
+          proxy.fail({
+            action: 'DescribeInstances',
+            code: 'InternalError',
+            message: 'An internal error has occurred',
+            status: 500,
+            times: 2,
+          })
+        },
+        options: () => ({ maxAttempts: 2 }),
+        error: AwsApiError,
+        code: 'AWS_API_ERROR',
+        want: () => ({
+          awsCode: 'InternalError',
+          operation: 'DescribeInstances',
+          httpStatus: 500,
+          retryable: true,
+        }),
+      },
+      {
+        name: 'a full route table',
+        arrange: async () => {
+          proxy.options.routeLimit = 0
+        },
+        error: RouteLimitError,
+        code: 'ROUTE_LIMIT',
+        // The table holds only its local route.
+        want: () => ({ table: w.mainTable, count: 1 }),
+        leased: true,
+      },
+      {
+        name: 'an aborted signal',
+        signal: () => AbortSignal.abort(),
+        error: AbortError,
+        code: 'ABORTED',
+        want: () => ({}),
+      },
+    ]
+    let strictEndpoint = ''
+
+    it.each(errorCases)('errors table: $name', async (c) => {
+      const cleanup = await c.arrange?.()
+      try {
+        const { backend, acquired, released } = setup(c.options?.() ?? {}, OWN, c.ext)
+        const config = c.config?.() ?? cfg(c.backend?.())
+        const err = await rejection(
+          backend.registerNetwork(config, c.signal ? { signal: c.signal() } : {}),
+        )
+        expect(err).toBeInstanceOf(c.error)
+        expect(isFlannelError(err, c.code)).toBe(true)
+        expect(err).toMatchObject(c.want())
+        expect((err as Error).message).not.toContain(CREDS.secretAccessKey)
+        if (c.leased) {
+          expect(released.map((l) => l.subnet.toString())).toEqual([OWN])
+        } else {
+          // Before the lease nothing is changed.
+          expect(acquired).toEqual([])
+          expect(mutations()).toEqual([])
+        }
+        expect(await routes(w.mainTable).catch(() => [])).toEqual([])
+        expect(await sourceDestCheck()).toBe(true)
+      } finally {
+        await cleanup?.()
+      }
     })
   },
 )

@@ -14,11 +14,12 @@ import {
   FLANNEL_ROUTE_PROTOCOL,
   NetlinkHostNetwork,
   runCommand,
+  vxlanMaxMtu,
   type AddressFamily,
   type CommandRunner,
   type HostNetwork,
 } from '@flannel/linux'
-import { configureDevice, ensureDevice, randomVtepMac } from './device.js'
+import { configureDevice, ensureDevice, randomVtepMac, setDeviceMtu } from './device.js'
 import { VxlanDeviceError } from './errors.js'
 import { inPodNetwork, VxlanNetwork, type LocalPlane } from './network.js'
 import { deviceName, parseVxlanConfig, VXLAN_OVERHEAD } from './options.js'
@@ -124,7 +125,9 @@ export class VxlanBackend implements Backend {
           port: vx.port,
           learning: vx.learning,
           gbp: vx.gbp,
-          mtu,
+          // What the kernel allows over the underlay (less over IPv6, or with an MTU
+          // option above the interface's); the repair loop keeps the device there.
+          mtu: Math.min(mtu, vxlanMaxMtu(ext.mtu, local)),
         }
         const { link, created: isNew } = await ensureDevice(
           host,
@@ -133,7 +136,15 @@ export class VxlanBackend implements Backend {
         )
         if (isNew) created.push(link.index)
         await tuneDevice(name)
-        planes.push({ family, spec: { ...spec, mac: link.mac! }, address: '', link })
+        // A kept device gets the MTU too (flanneld kept whatever it had).
+        const previous = await setDeviceMtu(host, link, spec.mtu).catch((error: unknown) => {
+          const message = `could not set the MTU of ${name} to ${spec.mtu}: ${(error as Error).message}`
+          this.logger.warn({ err: error }, message)
+          warnings.push(message)
+          return undefined
+        })
+        const current = previous === undefined ? link : { ...link, mtu: spec.mtu }
+        planes.push({ family, spec: { ...spec, mac: link.mac! }, address: '', link: current })
         throwIfAborted(opts.signal)
       }
 

@@ -20,7 +20,8 @@ export function randomVtepMac(): string {
 /**
  * Why an existing device cannot be kept for `spec`, or undefined when it can
  * (backends.md 1.2: kind, VNI, lower device and local address when both set,
- * port when both > 0, GBP). MAC, MTU and learning of a kept device stay.
+ * port when both > 0, GBP). MAC and learning of a kept device stay; its MTU
+ * is set to the wanted one ({@link setDeviceMtu}).
  */
 export function incompatibility(link: Link, spec: VxlanLinkSpec): string | undefined {
   if (link.kind !== 'vxlan' || !link.vxlan) return `type ${link.kind ?? 'unknown'}, not vxlan`
@@ -110,4 +111,18 @@ export async function configureDevice(
       `${link.name}'s mac address wanted: ${publishedMac}, but got: ${now.mac ?? ''}`,
     )
   }
+}
+
+/**
+ * Sets the device's MTU to `mtu` unless it already has it; returns the MTU it
+ * had when it was changed, undefined when it was right.
+ */
+export async function setDeviceMtu(
+  host: HostNetwork,
+  link: Link,
+  mtu: number,
+): Promise<number | undefined> {
+  if (link.mtu === mtu) return undefined
+  await host.setLinkMtu(link.index, mtu)
+  return link.mtu
 }

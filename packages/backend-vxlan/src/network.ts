@@ -23,7 +23,7 @@ import {
 } from '@flannel/linux'
 import { Observable, type Subscriber } from 'rxjs'
 import { peerPlane, type PeerPlane } from './data.js'
-import { configureDevice, ensureDevice, incompatibility } from './device.js'
+import { configureDevice, ensureDevice, incompatibility, setDeviceMtu } from './device.js'
 
 /** `rtm_protocol` of connected routes the kernel adds for addresses. */
 const RTPROT_KERNEL = 2
@@ -323,13 +323,21 @@ class PeerKeeper extends ReconcileLoop {
     const ours = (index: number | undefined): boolean =>
       this.init.planes.some((p) => p.link.index === index)
     switch (n.kind) {
-      case 'link':
+      case 'link': {
+        const plane = this.init.planes.find(
+          (p) => p.link.index === n.link.index || p.spec.name === n.link.name,
+        )
+        // Our own MTU writes echo back with the wanted MTU and need no check.
         if (
-          this.init.planes.some((p) => p.link.index === n.link.index || p.spec.name === n.link.name)
+          plane &&
+          (n.action === 'del' ||
+            !n.link.up ||
+            (plane.spec.mtu !== undefined && n.link.mtu !== plane.spec.mtu))
         ) {
-          if (n.action === 'del' || !n.link.up) this.scheduleCheck(this.init.repairDelayMs)
+          this.scheduleCheck(this.init.repairDelayMs)
         }
         return
+      }
       case 'neighbour':
         if (n.action === 'del' && ours(n.neighbour.linkIndex)) {
           this.scheduleCheck(this.init.repairDelayMs)
@@ -387,6 +395,10 @@ class PeerKeeper extends ReconcileLoop {
     if (!deviceFine) {
       if (current && current.mac !== local.spec.mac) await host.deleteLink(current.index)
       const { link } = await ensureDevice(host, local.spec, this.init.logger)
+      // A kept device (e.g. one only set down) may have another MTU too. MTU first:
+      // below 1280 the kernel keeps no IPv6 address on the device.
+      local.link = link
+      await this.repairMtu(local, report)
       await configureDevice(
         host,
         link,
@@ -400,6 +412,7 @@ class PeerKeeper extends ReconcileLoop {
       this.repaired('device', local.spec.name, report)
     } else {
       local.link = current
+      await this.repairMtu(local, report)
       const prefix = local.family === 'inet' ? 32 : 128
       const has = (
         await host.listAddresses({ linkIndex: current.index, family: local.family })
@@ -494,6 +507,27 @@ class PeerKeeper extends ReconcileLoop {
         'route',
         `${r.dst} via ${r.gateway ?? '-'}`,
       )
+    }
+  }
+
+  /**
+   * Sets the device's MTU back to the wanted one. A failure is a warning and
+   * does not keep the rest of the check from running.
+   */
+  private async repairMtu(local: LocalPlane, report: boolean): Promise<void> {
+    const wanted = local.spec.mtu
+    if (wanted === undefined) return
+    try {
+      const previous = await setDeviceMtu(this.init.host, local.link, wanted)
+      if (previous === undefined) return
+      local.link = { ...local.link, mtu: wanted }
+      this.repaired('mtu', `${local.spec.name}: ${previous} -> ${wanted}`, report)
+    } catch (error) {
+      this.emit({
+        type: 'warning',
+        message: `could not set the MTU of ${local.spec.name} back to ${wanted}`,
+        error,
+      })
     }
   }
 

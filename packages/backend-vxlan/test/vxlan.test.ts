@@ -552,6 +552,82 @@ describe('VxlanBackend adoption and repair', () => {
     expect((await peerState(r.host)).routes).toEqual(['10.244.2.0/24 via 10.244.2.0 onlink=true'])
   })
 
+  it('sets the device MTU back when it is changed by hand, keeping address and peer entries', async () => {
+    const r = await rig()
+    await r.start()
+    r.events$.next([{ type: 'added', lease: peer('10.244.2.0/24', '192.0.2.2', MAC_B) }])
+    await r.next((e) => e.type === 'applied')
+    const dev = (await r.host.getLink('flannel.1'))!
+    const repaired = r.next((e) => e.type === 'repaired')
+    await r.host.setLinkMtu(dev.index, 1000)
+    expect(await repaired).toEqual({
+      type: 'repaired',
+      what: 'mtu',
+      detail: 'flannel.1: 1000 -> 1450',
+    })
+    const after = (await r.host.getLink('flannel.1'))!
+    expect(after).toMatchObject({ index: dev.index, mtu: 1450, up: true })
+    expect((await r.host.listAddresses({ linkIndex: dev.index })).map((a) => a.address)).toEqual([
+      '10.244.1.0',
+    ])
+    expect(await peerState(r.host)).toEqual({
+      neigh: [`10.244.2.0 ${MAC_B} true`],
+      fdb: [`${MAC_B} 192.0.2.2 true true`],
+      routes: ['10.244.2.0/24 via 10.244.2.0 onlink=true'],
+    })
+  })
+
+  it('gives a kept device the MTU it reports, as far as the underlay allows', async () => {
+    const r = await rig({ cfg: config({ MTU: 1400 }) })
+    const kept = await r.host.createVxlanLink({
+      name: 'flannel.1',
+      vni: 1,
+      local: '192.0.2.1',
+      lowerIndex: r.ext.index,
+      mac: MAC_C,
+    })
+    expect(kept.mtu).toBe(1450)
+    await r.start()
+    expect((await r.host.getLink('flannel.1'))!).toMatchObject({ index: kept.index, mtu: 1350 })
+
+    // An MTU option above the underlay's: FLANNEL_MTU says 8950 (as flanneld), the device
+    // has what the kernel allows, and a repair aims there, not at 8950.
+    const big = await rig({ cfg: config({ MTU: 9000 }) })
+    await big.start()
+    const dev = (await big.host.getLink('flannel.1'))!
+    expect(dev.mtu).toBe(1450)
+    big.events$.next([])
+    const repaired = big.next((e) => e.type === 'repaired')
+    await big.host.setLinkMtu(dev.index, 1000)
+    expect(await repaired).toEqual({
+      type: 'repaired',
+      what: 'mtu',
+      detail: 'flannel.1: 1000 -> 1450',
+    })
+    expect(big.seen.filter((e) => e.type === 'warning')).toEqual([])
+  })
+
+  it.skipIf(dualStackSkip !== undefined)(
+    `keeps flannel-v6.<VNI> at the underlay MTU less 70 and repairs it there${dualStackSkip ? ` (skipped: ${dualStackSkip})` : ''}`,
+    async () => {
+      const r = await rig({ v6: true })
+      await r.start()
+      r.events$.next([])
+      const v6 = (await r.host.getLink('flannel-v6.1'))!
+      expect(v6.mtu).toBe(1430)
+      expect((await r.host.getLink('flannel.1'))!.mtu).toBe(1450)
+      const repaired = r.next((e) => e.type === 'repaired')
+      await r.host.setLinkMtu(v6.index, 1300)
+      expect(await repaired).toEqual({
+        type: 'repaired',
+        what: 'mtu',
+        detail: 'flannel-v6.1: 1300 -> 1430',
+      })
+      expect((await r.host.getLink('flannel-v6.1'))!.mtu).toBe(1430)
+      expect(r.seen.filter((e) => e.type === 'warning')).toEqual([])
+    },
+  )
+
   it('does a full check after a notification overflow and stops cleanly', async () => {
     const r = await rig()
     await r.start()

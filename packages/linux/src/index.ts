@@ -34,3 +34,4 @@ export { HostRules, type HostRulesEvent, type HostRulesOptions } from './hostrul
 export { SerialQueue, withRetry } from './serial.js'
 export { syncBlackholeRoutes, type BlackholeSyncResult } from './blackhole.js'
 export { ReconcileLoop, type ReconcileLoopOptions } from './reconcile.js'
+export { VXLAN_IPV4_HEADROOM, VXLAN_IPV6_HEADROOM, vxlanMaxMtu } from './vxlan-mtu.js'

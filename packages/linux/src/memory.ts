@@ -11,6 +11,7 @@ import {
 } from './address.js'
 import { NetlinkError } from './errors.js'
 import { validateVxlanSpec } from './validate.js'
+import { vxlanMaxMtu } from './vxlan-mtu.js'
 import {
   MAIN_TABLE,
   RTPROT_BOOT,
@@ -64,8 +65,9 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] }
  * the backends use: `EEXIST` on duplicate creates, `ENOENT`/`ESRCH`/`ENODEV`/
  * `EADDRNOTAVAIL` on missing objects, replace semantics, connected routes for
  * addresses, `ENETUNREACH` for a gateway that is not on-link (unless
- * `onlink`), routes dropped with their link (or when it goes down) and
- * notifications for changes. For unit tests of backends; no root needed.
+ * `onlink`), routes dropped with their link (or when it goes down), a vxlan
+ * MTU capped by its lower device ({@link vxlanMaxMtu}) and notifications for
+ * changes. For unit tests of backends; no root needed.
  *
  * Faults can be injected with {@link MemoryHostNetwork.failNext}.
  */
@@ -152,12 +154,14 @@ export class MemoryHostNetwork implements HostNetwork {
       )
         throw new NetlinkError(op, 'EEXIST')
     }
-    if (spec.lowerIndex !== undefined && !this.links.has(spec.lowerIndex))
-      throw new NetlinkError(op, 'ENODEV')
+    const lower = spec.lowerIndex === undefined ? undefined : this.links.get(spec.lowerIndex)
+    if (spec.lowerIndex !== undefined && lower === undefined) throw new NetlinkError(op, 'ENODEV')
+    // Like the kernel: over a lower device the MTU is at most its MTU less the VXLAN headroom.
+    const maxMtu = lower === undefined ? 65535 : vxlanMaxMtu(lower.mtu, spec.local)
     const link: Mutable<Link> = {
       index: this.nextIndex++,
       name: spec.name,
-      mtu: spec.mtu ?? 1450,
+      mtu: Math.min(spec.mtu ?? (lower === undefined ? 1450 : maxMtu), maxMtu),
       mac: spec.mac === undefined ? this.generateMac() : normalizeMac(spec.mac),
       up: false,
       kind: 'vxlan',
@@ -179,6 +183,10 @@ export class MemoryHostNetwork implements HostNetwork {
     this.record('setLinkMtu', [index, mtu])
     const link = this.requireLink(index, `setLinkMtu ${index}`)
     if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535)
+      throw new NetlinkError(`setLinkMtu ${index}`, 'EINVAL')
+    const lower =
+      link.vxlan?.lowerIndex === undefined ? undefined : this.links.get(link.vxlan.lowerIndex)
+    if (lower !== undefined && mtu > vxlanMaxMtu(lower.mtu, link.vxlan?.local))
       throw new NetlinkError(`setLinkMtu ${index}`, 'EINVAL')
     link.mtu = mtu
     this.emit({ kind: 'link', action: 'new', link: { ...link } })

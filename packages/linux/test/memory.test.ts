@@ -51,6 +51,31 @@ describe('MemoryHostNetwork', () => {
     await expect(host.createVxlanLink({ name: 'x', vni: 1 << 24 })).rejects.toThrow('invalid vni')
   })
 
+  // The same expectations as the kernel's in netlink.integration.test.ts.
+  it('caps a vxlan MTU at the lower MTU less 50 (IPv4 underlay) or 70 (IPv6) and refuses more with EINVAL', async () => {
+    const { host, eth } = await setup()
+    const v4 = await host.createVxlanLink({
+      name: 'flmtu4',
+      vni: 51,
+      local: '192.0.2.1',
+      lowerIndex: eth.index,
+      mtu: 1500,
+    })
+    const v6 = await host.createVxlanLink({
+      name: 'flmtu6',
+      vni: 51,
+      local: '2001:db8::1',
+      lowerIndex: eth.index,
+    })
+    expect((await host.getLink(v4.index))?.mtu).toBe(1450)
+    expect((await host.getLink(v6.index))?.mtu).toBe(1430)
+    await expect(host.setLinkMtu(v6.index, 1450)).rejects.toSatisfy((e) =>
+      isNetlinkError(e, 'EINVAL'),
+    )
+    await host.setLinkMtu(v4.index, 1000)
+    expect((await host.getLink(v4.index))?.mtu).toBe(1000)
+  })
+
   it('deleting a link removes its addresses, neighbours, FDB entries and routes', async () => {
     const { host, eth } = await setup()
     const vx = await host.createVxlanLink({ name: 'flannel.1', vni: 1 })

@@ -101,6 +101,34 @@ describe.skipIf(unavailable !== undefined)(
       )
     })
 
+    it('caps a vxlan MTU at the lower MTU less 50 (IPv4 underlay) or 70 (IPv6) and refuses more with EINVAL', async () => {
+      const v4 = await host.createVxlanLink({
+        name: 'flmtu4',
+        vni: 51,
+        local: '192.0.2.1',
+        lowerIndex: ethIndex,
+        mtu: 1500,
+      })
+      const v6 = await host.createVxlanLink({
+        name: 'flmtu6',
+        vni: 51,
+        local: '2001:db8::1',
+        lowerIndex: ethIndex,
+      })
+      try {
+        expect((await host.getLink(v4.index))?.mtu).toBe(1450)
+        expect((await host.getLink(v6.index))?.mtu).toBe(1430)
+        await expect(host.setLinkMtu(v6.index, 1450)).rejects.toSatisfy((e) =>
+          isNetlinkError(e, 'EINVAL'),
+        )
+        await host.setLinkMtu(v4.index, 1000)
+        expect((await host.getLink(v4.index))?.mtu).toBe(1000)
+      } finally {
+        await host.deleteLink(v4.index)
+        await host.deleteLink(v6.index)
+      }
+    })
+
     it('leaves the kernel default port 8472 when no port is given, and learning when asked', async () => {
       const link = await host.createVxlanLink({
         name: 'flannel.7',

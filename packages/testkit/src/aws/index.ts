@@ -206,6 +206,8 @@ export interface Ec2Proxy {
   readonly options: Ec2ProxyOptions
   /** Answers matching calls with an EC2 error instead of forwarding them. */
   fail(fault: Ec2Fault): void
+  /** Forgets every fault given to {@link Ec2Proxy.fail} that is still pending. */
+  clearFaults(): void
   /** Called once moto has answered a call, before the answer is sent on (e.g. to abort the caller then). */
   onAnswer: ((call: Ec2Call) => void) | undefined
   close(): Promise<void>
@@ -272,6 +274,9 @@ export async function startEc2Proxy(
     calls,
     options,
     fail: (fault) => faults.push(fault),
+    clearFaults: () => {
+      faults.length = 0
+    },
     onAnswer: undefined,
     close: server.close,
   }
