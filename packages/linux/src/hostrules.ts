@@ -87,6 +87,7 @@ export class HostRules {
   private queue: Promise<unknown> = Promise.resolve()
   private fullyRandom: boolean | undefined
   private stopping = false
+  private queuedCheck: Promise<boolean> | undefined
 
   /** Repairs and warnings of the periodic check. */
   readonly events: Observable<HostRulesEvent> = this.subject.asObservable()
@@ -173,10 +174,16 @@ export class HostRules {
    * Checks that every chain and rule is in place (iptables mode) and
    * re-applies everything when something is missing. Resolves true when it
    * had to repair.
+   *
+   * A call made while an earlier check waits to start joins that one (it
+   * will read the tables after the call anyway), so a periodic check whose
+   * runs take longer than its interval never piles up work for `stop()`.
    */
-  async check(): Promise<boolean> {
-    if (this.opts.nftables) return false
-    return this.serial(async () => {
+  check(): Promise<boolean> {
+    if (this.opts.nftables) return Promise.resolve(false)
+    if (this.queuedCheck) return this.queuedCheck
+    const queued = this.serial(async () => {
+      this.queuedCheck = undefined
       let repaired = false
       const random = await this.useFullyRandom()
       for (const f of this.families) {
@@ -198,6 +205,8 @@ export class HostRules {
       }
       return repaired
     })
+    this.queuedCheck = queued
+    return queued
   }
 
   /** Stops the periodic check and removes every rule, chain and table this instance owns. */

@@ -250,6 +250,28 @@ describe.skipIf(unavailable !== undefined)(
       await nftRules.stop()
     })
 
+    it('checks asked for while one waits to start are one check (a slow periodic check does not pile up)', async () => {
+      const real = runIn(ns)
+      let saves = 0
+      const counting: CommandRunner = (command, args, input) => {
+        if (command === 'iptables-save') saves++
+        return real(command, args, input)
+      }
+      const rules = new HostRules({
+        network,
+        subnet,
+        ipMasq: true,
+        run: counting,
+        resyncIntervalMs: 0,
+      })
+      await rules.start()
+      saves = 0
+      const results = await Promise.all(Array.from({ length: 5 }, () => rules.check()))
+      expect(results).toEqual([false, false, false, false, false])
+      expect(saves).toBe(2) // one check: one read of nat, one of filter
+      await rules.stop()
+    })
+
     describe('many instances in one namespace applying at once (issue: several agents per namespace)', () => {
       const count = 16
       const warnings: unknown[] = []
