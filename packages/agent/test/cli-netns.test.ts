@@ -202,6 +202,93 @@ describe.skipIf(reason)(
       expect(blackholes()).toContain(`blackhole ${subnet} proto 70`)
     }, 60_000)
 
+    it('several agents starting at once in one namespace, with another process changing the same chain, all get ready with distinct leases', async () => {
+      await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
+      // Two other writers of the FORWARD chain (as other agents' applies would be):
+      // each appends a copy of the jump and deletes the first one, over and over.
+      const jump = '-m comment --comment "flanneld forward" -j FLANNEL-FWD'
+      inNs('sh', '-c', `iptables -N FLANNEL-FWD 2>/dev/null; iptables -A FORWARD ${jump}`)
+      const loop = `while :; do iptables -A FORWARD ${jump}; iptables -D FORWARD ${jump}; done`
+      const churn = [1, 2].map(() => spawn('ip', ['netns', 'exec', ns, 'sh', '-c', loop]))
+      const churnExited = Promise.all(churn.map((c) => new Promise((r) => c.once('exit', r))))
+      const count = 5
+      const started = Array.from({ length: count }, (_, i) => {
+        const subnetFile = join(dir, `many-${i}.env`)
+        const proc = spawn(
+          'ip',
+          [
+            'netns',
+            'exec',
+            ns,
+            process.execPath,
+            '--conditions=@flannel/source',
+            '--import',
+            'tsx',
+            cli,
+            `--etcd-endpoints=${etcd.endpoints.join(',')}`,
+            `--subnet-file=${subnetFile}`,
+            '--iface=br0',
+            `--public-ip=198.51.100.${i + 1}`,
+            '--iptables-resync=1',
+          ],
+          { env: { ...process.env } },
+        )
+        const out = { stderr: '' }
+        proc.stderr!.on('data', (d: Buffer) => (out.stderr += d.toString()))
+        const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
+        return { proc, out, exited, subnetFile }
+      })
+      const forwardJumps = () => flannelRules().filter((l) => l.startsWith('-A FORWARD '))
+      try {
+        const written = async () =>
+          (
+            await Promise.all(
+              started.map((a) =>
+                stat(a.subnetFile).then(
+                  () => true,
+                  () => false,
+                ),
+              ),
+            )
+          ).filter(Boolean).length
+        for (
+          let i = 0;
+          i < 600 && (await written()) < count && started.every((a) => a.proc.exitCode === null);
+          i++
+        )
+          await new Promise((r) => setTimeout(r, 50))
+        for (const c of churn) c.kill('SIGKILL')
+        await churnExited
+        const exits = started
+          .filter((a) => a.proc.exitCode !== null)
+          .map((a) => lastLine(a.out.stderr))
+        expect(exits).toEqual([])
+        expect(await written()).toBe(count)
+        const subnets = await Promise.all(
+          started.map(
+            async (a) => /FLANNEL_SUBNET=(\S+)/.exec(await readFile(a.subnetFile, 'utf8'))![1],
+          ),
+        )
+        expect(new Set(subnets).size).toBe(count)
+        expect((await leases()).split('\n').filter(Boolean)).toHaveLength(count)
+        // Whatever the writers left (no jump, or two), the next checks make it exactly one.
+        for (let i = 0; i < 200 && forwardJumps().length !== 1; i++)
+          await new Promise((r) => setTimeout(r, 50))
+        expect(forwardJumps()).toEqual([
+          '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
+        ])
+        for (const a of started) a.proc.kill('SIGTERM')
+        expect(await Promise.all(started.map((a) => a.exited))).toEqual(started.map(() => 0))
+      } finally {
+        for (const c of churn) c.kill('SIGKILL')
+        for (const a of started) {
+          if (a.proc.exitCode === null && a.proc.signalCode === null) a.proc.kill('SIGKILL')
+        }
+        await Promise.all(started.map((a) => a.exited))
+        await Promise.all(started.map((a) => rm(a.subnetFile, { force: true })))
+      }
+    }, 90_000)
+
     it('a deleted own lease exits 1 with flanneld text', async () => {
       await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
       const { out, exited } = agent()

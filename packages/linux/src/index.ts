@@ -31,7 +31,7 @@ export {
   type RuleNetworks,
 } from './rules.js'
 export { HostRules, type HostRulesEvent, type HostRulesOptions } from './hostrules.js'
-export { SerialQueue, withRetry } from './serial.js'
+export { SerialQueue, withRetry, type RetryHooks } from './serial.js'
 export { syncBlackholeRoutes, type BlackholeSyncResult } from './blackhole.js'
 export { ReconcileLoop, type ReconcileLoopOptions } from './reconcile.js'
 export { VXLAN_IPV4_HEADROOM, VXLAN_IPV6_HEADROOM, vxlanMaxMtu } from './vxlan-mtu.js'

@@ -79,4 +79,31 @@ describe('withRetry', () => {
     await expect(run).rejects.toThrow('try 1')
     expect(calls).toBe(1)
   })
+
+  it('reports each retry to onRetry and stops at once on an error retryable() refuses', async () => {
+    const retries: [string, number][] = []
+    let calls = 0
+    const run = withRetry(
+      async () => {
+        calls++
+        throw new Error(calls < 3 ? 'busy' : 'missing')
+      },
+      10,
+      1,
+      () => false,
+      {
+        retryable: (error) => (error as Error).message === 'busy',
+        onRetry: (error, attempt, waitMs) => {
+          expect(waitMs).toBeGreaterThan(0)
+          retries.push([(error as Error).message, attempt])
+        },
+      },
+    )
+    await expect(run).rejects.toThrow('missing')
+    expect(calls).toBe(3)
+    expect(retries).toEqual([
+      ['busy', 1],
+      ['busy', 2],
+    ])
+  })
 })
