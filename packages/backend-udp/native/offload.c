@@ -127,10 +127,14 @@ void *offload_tun_thread(void *arg) {
       memcpy(&h, in, sizeof(h));
       uint8_t *pkt = in + VNET_LEN;
       size_t len = (size_t)r - VNET_LEN;
-      const peer_t *peer = loop_outbound(l, &v, pkt, len);
-      if (!peer) continue;
       tso_t t;
       int what = tso_begin(&t, &h, pkt, len, mtu);
+      if (what == TSO_MALFORMED) {
+        CNT_ADD(c, dropMalformed, 1);
+        continue;
+      }
+      const peer_t *peer = loop_outbound(l, &v, pkt, len);
+      if (!peer) continue;
       o.to = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = peer->port};
       o.to.sin_addr.s_addr = peer->addr;
       if (what == TSO_SEND) {

@@ -1,7 +1,8 @@
 /* TCP/IPv4 segmentation (super-packets from the TUN cut into wire packets)
  * and coalescing (wire packets merged back into super-packets for the TUN).
  * Pure packet code: no system calls, no loop state, so that it can be run
- * on its own. */
+ * on its own (the sanitizer harness in the tests links this file). Every
+ * header field is read through ip4_parse (packet.h). */
 #ifndef FLANNEL_UDP_TCPSEG_H
 #define FLANNEL_UDP_TCPSEG_H
 
@@ -21,6 +22,7 @@
 
 /* What to do with one packet read from a TUN with a virtio header. */
 enum {
+  TSO_MALFORMED = -1, /* drop (and count): headers or virtio header inconsistent */
   TSO_SEND = 0,       /* send as it is, one datagram */
   TSO_SEGMENT = 1,    /* a TCP super-packet: take its segments with tso_next */
 };
@@ -38,10 +40,10 @@ typedef struct {
   unsigned index;
 } tso_t;
 
-/* Prepares pkt (len bytes, read behind virtio header h): a checksum left
- * for us to finish (VIRTIO_NET_HDR_F_NEEDS_CSUM) is finished in place when
- * the packet is sent as one. For TSO_SEGMENT, the segments are
- * mss = min(gso_size, mtu - headers) payload bytes each; pkt must stay
+/* Checks pkt (len bytes, read behind virtio header h) and prepares it: a
+ * checksum left for us to finish (VIRTIO_NET_HDR_F_NEEDS_CSUM) is finished
+ * in place when the packet is sent as one. For TSO_SEGMENT, the segments
+ * are mss = min(gso_size, mtu - headers) payload bytes each; pkt must stay
  * unchanged (but for its TTL and header checksum) until the last tso_next. */
 int tso_begin(tso_t *t, const struct virtio_net_hdr *h, uint8_t *pkt, size_t len, size_t mtu);
 
@@ -61,16 +63,19 @@ typedef struct {
   gro_emit_fn emit;
   void *ctx;
   /* the pending packet */
-  size_t len; /* without the virtio header; 0 when none */
+  size_t len;  /* without the virtio header */
+  size_t hlen; /* its IPv4 + TCP header length */
   size_t mss;  /* payload of its first segment */
-  int segs;
+  int segs;    /* wire packets in it; 0 when none is pending */
   uint32_t next_seq;
 } gro_t;
 
 /* Takes one inner packet accepted from a peer (len bytes): merged into the
- * pending super-packet when it continues it (same flow, next bytes, same
- * headers otherwise); otherwise the pending one is emitted and this one
- * becomes pending (when it can start a run) or is emitted unchanged. */
+ * pending super-packet when it continues it; otherwise the pending one is
+ * emitted and this one becomes pending (when it can start a run) or is
+ * emitted unchanged. Only unfragmented IPv4/TCP packets without IP options,
+ * whose total length is exactly len, with a whole TCP header, payload and
+ * ACK or ACK|PSH alone are merged; all else passes through as it is. */
 void gro_add(gro_t *g, const uint8_t *pkt, size_t len);
 
 /* Emits the pending packet, if any. */

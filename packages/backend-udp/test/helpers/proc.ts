@@ -13,7 +13,7 @@ export class JsonLineProcess {
   private waiters: (() => void)[] = []
   private exited = false
 
-  constructor(ns: string, script: string, arg: unknown) {
+  constructor(ns: string, script: string, arg: unknown, env: Record<string, string> = {}) {
     this.child = spawn(
       'ip',
       [
@@ -27,7 +27,7 @@ export class JsonLineProcess {
         script,
         JSON.stringify(arg),
       ],
-      { stdio: ['pipe', 'pipe', 'pipe'] },
+      { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } },
     )
     let buffer = ''
     this.child.stdout.on('data', (d: Buffer) => {
@@ -49,6 +49,11 @@ export class JsonLineProcess {
       this.exited = true
       this.wake()
     })
+  }
+
+  /** The child's pid: the node process itself (`ip netns exec` execs, it does not fork). */
+  get pid(): number {
+    return this.child.pid ?? -1
   }
 
   private wake(): void {
@@ -101,9 +106,13 @@ export interface UdpNodeSpec {
   port?: number
 }
 
-/** Starts a udp node in `ns`. */
-export function startUdpNode(ns: string, spec: UdpNodeSpec): JsonLineProcess {
-  return new JsonLineProcess(ns, NODE, spec)
+/** Starts a udp node in `ns`, with `env` added to its environment. */
+export function startUdpNode(
+  ns: string,
+  spec: UdpNodeSpec,
+  env: Record<string, string> = {},
+): JsonLineProcess {
+  return new JsonLineProcess(ns, NODE, spec, env)
 }
 
 /** Runs the raw peer script in `ns` with a list of actions; resolves with its report. */
