@@ -476,7 +476,7 @@ describe.skipIf(unavailable !== undefined)(
     beforeAll(async () => {
       dir = await mkdtemp(join(tmpdir(), 'flannel-udp-fuzz-'))
       harness = await buildHarness(dir)
-    })
+    }, 120_000)
 
     afterAll(async () => {
       if (dir) await rm(dir, { recursive: true, force: true })
@@ -529,6 +529,6 @@ describe.skipIf(unavailable !== undefined)(
         'tso',
       ])
         expect([...classes]).toContain(cls)
-    })
+    }, 120_000)
   },
 )

@@ -54,6 +54,7 @@ describe.skipIf(unavailable !== undefined)(
       return node.waitFor<UdpCounters>('counters', from)
     }
 
+    // Builds the sanitized addon and starts node processes: slow on a busy machine.
     beforeAll(async () => {
       tmp = await mkdtemp(join(tmpdir(), 'flannel-udp-'))
       // Host 1 (offload mode) runs the datapath built with ASan and UBSan where a compiler can.
@@ -104,7 +105,7 @@ describe.skipIf(unavailable !== undefined)(
           ),
         )
       }
-      await Promise.all(nodes.map((p) => p.waitFor('ready')))
+      await Promise.all(nodes.map((p) => p.waitFor('ready', 0, 60_000)))
       for (const [node, peers] of [
         [nodes[0]!, [2, 3]],
         [nodes[1]!, [1, 3]],
@@ -113,7 +114,7 @@ describe.skipIf(unavailable !== undefined)(
           node.send({ op: 'add', subnet: `10.5.${p}.0/24`, publicIP: `192.0.2.${p}` })
       }
       await Promise.all(nodes.map((p) => counters(p)))
-    })
+    }, 180_000)
 
     afterAll(async () => {
       await Promise.all(nodes.map((p) => p.stop()))
@@ -341,7 +342,7 @@ describe.skipIf(unavailable !== undefined)(
         const after = await waitUntil(async () => {
           const c = await counters(node)
           return c.rxPackets - before.rxPackets >= datagrams.length ? c : undefined
-        }, 10_000)
+        }, 60_000)
         expect(node.stderr, 'host 1 ran without a sanitizer report').not.toMatch(SANITIZER_REPORT)
         if (!after) throw new Error(`host 1 did not take every datagram\n${node.stderr}`)
         return {
@@ -372,7 +373,7 @@ describe.skipIf(unavailable !== undefined)(
       const good = await queued(wellFormed)
       expect(good.rx).toBe(wellFormed.length)
       expect(good.super).toBeGreaterThan(0)
-    })
+    }, 120_000)
 
     it('follows peers removed and added at run time without restarting the loop', async () => {
       nodes[0]!.send({ op: 'remove', subnet: '10.5.2.0/24' })

@@ -65,7 +65,7 @@ export class JsonLineProcess {
   }
 
   /** Resolves with the first line (from `from` on) having `key`; rejects on exit or timeout. */
-  async waitFor<T>(key: string, from = 0, timeoutMs = 15_000): Promise<T> {
+  async waitFor<T>(key: string, from = 0, timeoutMs = 60_000): Promise<T> {
     const deadline = Date.now() + timeoutMs
     for (;;) {
       const hit = this.lines.slice(from).find((l) => key in l)
