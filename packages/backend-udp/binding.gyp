@@ -7,7 +7,8 @@
         "native/loop.c",
         "native/peers.c",
         "native/packet.c",
-        "native/offload.c"
+        "native/offload.c",
+        "native/tcpseg.c"
       ],
       "cflags": ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "defines": ["NAPI_VERSION=8"],

@@ -147,9 +147,11 @@ static const peer_t *outbound(loop_t *l, peer_view_t *v, uint8_t *pkt, size_t le
   return p;
 }
 
-/* UDP -> TUN for one datagram: sender and source checks, TTL. Returns 1 to deliver. */
+/* UDP -> TUN for one datagram: header, sender and source checks, TTL. Returns 1 to deliver. */
 static int inbound(loop_t *l, peer_view_t *v, const struct sockaddr_in *from, uint8_t *pkt, size_t len) {
-  if (len < 20 || (l->cfg.verify_source && (pkt[0] >> 4) != 4)) {
+  ip4_hdr_t h;
+  /* flanneld forwards anything of 20 bytes; checking sources means checking headers */
+  if (len < 20 || (l->cfg.verify_source && ip4_parse(pkt, len, &h) != IP4_OK)) {
     CNT_ADD(l, dropMalformed, 1);
     return 0;
   }

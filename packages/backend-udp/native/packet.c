@@ -16,6 +16,32 @@ uint16_t inet_checksum(const void *data, size_t len) {
   return htons((uint16_t)~sum);
 }
 
+int ip4_parse(const uint8_t *pkt, size_t len, ip4_hdr_t *h) {
+  if (len < 20) return IP4_SHORT;
+  if ((pkt[0] >> 4) != 4) return IP4_NOT_V4;
+  size_t ihl = (size_t)(pkt[0] & 0x0f) * 4;
+  if (ihl < 20 || ihl > len) return IP4_BAD_IHL;
+  size_t tot = (size_t)pkt[2] << 8 | pkt[3];
+  if (tot < ihl || tot > len) return IP4_BAD_TOTAL_LENGTH;
+  uint16_t frag = (uint16_t)(pkt[6] << 8 | pkt[7]);
+  h->ihl = ihl;
+  h->tot = tot;
+  h->proto = pkt[9];
+  h->df = (frag & 0x4000) != 0;
+  h->fragment = (frag & 0x3fff) != 0;
+  h->frag_off = (uint16_t)(frag & 0x1fff);
+  h->tcp = 0;
+  h->thl = 0;
+  if (h->proto == 6 && !h->fragment && tot - ihl >= 20) {
+    size_t thl = (size_t)(pkt[ihl + 12] >> 4) * 4;
+    if (thl >= 20 && thl <= tot - ihl) {
+      h->tcp = 1;
+      h->thl = thl;
+    }
+  }
+  return IP4_OK;
+}
+
 int ip_decrement_ttl(uint8_t *pkt) {
   if (--pkt[8] == 0) return 0;
   /* RFC 1624 style, as flanneld: add 0x0100 (network order) with end-around carry */
@@ -31,10 +57,10 @@ int ip_decrement_ttl(uint8_t *pkt) {
 }
 
 size_t icmp_net_unreachable(const uint8_t *pkt, size_t len, uint32_t src, uint8_t *out) {
-  size_t ihl = (size_t)(pkt[0] & 0x0f) * 4;
-  uint16_t frag;
-  memcpy(&frag, pkt + 6, 2);
-  if (pkt[9] == 1 /* ICMP */ || (ntohs(frag) & 0x1fff) != 0 || ihl >= 60) return 0;
+  ip4_hdr_t h;
+  if (ip4_parse(pkt, len, &h) != IP4_OK) return 0;
+  size_t ihl = h.ihl;
+  if (h.proto == 1 /* ICMP */ || h.frag_off != 0 || ihl >= 60) return 0;
   size_t quoted = ihl + 8;
   size_t total = 20 + 8 + quoted;
   memset(out, 0, total);

@@ -30,11 +30,16 @@ export interface UdpCounters {
   readonly dropSpoofedSource: number
   /** Packets dropped because their TTL ran out. */
   readonly dropTtl: number
-  /** Packets shorter than an IPv4 header or not IPv4. */
+  /**
+   * Packets shorter than an IPv4 header or not IPv4; with `verifySource`, also
+   * datagrams whose IPv4 header does not hold up (IHL below 5 or beyond the
+   * datagram, total length outside header..datagram); in offload mode, also
+   * TUN super-packets that cannot be cut (headers inconsistent, fragments).
+   */
   readonly dropMalformed: number
   /** Datagrams larger than the TUN MTU. */
   readonly dropTruncated: number
-  /** Packets to unknown destinations that got no ICMP reply (ICMP, fragments, long headers). */
+  /** Packets to unknown destinations that got no ICMP reply (ICMP, fragments, long or malformed headers). */
   readonly dropNoRoute: number
   /** ICMP net-unreachable replies written to the TUN. */
   readonly icmpUnreachableSent: number

@@ -2,6 +2,8 @@ import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pauseProcess, resumeProcess } from '@flannel/testkit/proc'
+import { waitUntil } from '@flannel/testkit/netns'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   Namespaces,
@@ -11,8 +13,14 @@ import {
   sh,
 } from '../../linux/test/helpers/netns.js'
 import type { UdpCounters } from '../src/index.js'
-import { icmpEcho, parseIp4, rawPackets, udpPayloadsFromPcap } from './helpers/ipv4.js'
+import { icmpEcho, parseIp4, rawPackets, tcp4, udpPayloadsFromPcap } from './helpers/ipv4.js'
 import { runRawPeer, startUdpNode, type JsonLineProcess } from './helpers/proc.js'
+import {
+  SANITIZER_REPORT,
+  buildSanitizedAddon,
+  sanitizersUnavailable,
+  type SanitizedAddon,
+} from './helpers/sanitizer.js'
 
 const unavailable =
   (await kernelTestsUnavailable()) ??
@@ -20,6 +28,9 @@ const unavailable =
     .then(() => undefined)
     .catch(() => '/dev/net/tun, tcpdump or ping is missing'))
 if (unavailable) console.warn(`udp namespace tests skipped: ${unavailable}`)
+const noSanitizers = unavailable ? undefined : await sanitizersUnavailable()
+if (noSanitizers)
+  console.warn(`udp namespace tests: host 1 runs the package's addon build (${noSanitizers})`)
 
 const NETWORK = '10.5.0.0/16'
 const PORT = 8285
@@ -43,8 +54,13 @@ describe.skipIf(unavailable !== undefined)(
       return node.waitFor<UdpCounters>('counters', from)
     }
 
+    // Builds the sanitized addon and starts node processes: slow on a busy machine.
     beforeAll(async () => {
       tmp = await mkdtemp(join(tmpdir(), 'flannel-udp-'))
+      // Host 1 (offload mode) runs the datapath built with ASan and UBSan where a compiler can.
+      const sanitized: SanitizedAddon | undefined = noSanitizers
+        ? undefined
+        : await buildSanitizedAddon(tmp)
       const sw = await namespaces.create(`${prefix}-sw`)
       await inNs(sw, 'ip', ['link', 'add', 'br0', 'type', 'bridge'])
       await inNs(sw, 'ip', ['link', 'set', 'br0', 'up'])
@@ -75,17 +91,21 @@ describe.skipIf(unavailable !== undefined)(
       // Hosts 1 and 2 run the backend; host 3 is a raw flanneld-format peer.
       for (const n of [1, 2]) {
         nodes.push(
-          startUdpNode(ns[n - 1]!, {
-            network: NETWORK,
-            subnet: `10.5.${n}.0/24`,
-            iface: 'eth0',
-            ifaceAddr: `192.0.2.${n}`,
-            mtu: 1500,
-            mode: n === 1 ? 'offload' : 'single',
-          }),
+          startUdpNode(
+            ns[n - 1]!,
+            {
+              network: NETWORK,
+              subnet: `10.5.${n}.0/24`,
+              iface: 'eth0',
+              ifaceAddr: `192.0.2.${n}`,
+              mtu: 1500,
+              mode: n === 1 ? 'offload' : 'single',
+            },
+            n === 1 ? sanitized?.env : undefined,
+          ),
         )
       }
-      await Promise.all(nodes.map((p) => p.waitFor('ready')))
+      await Promise.all(nodes.map((p) => p.waitFor('ready', 0, 60_000)))
       for (const [node, peers] of [
         [nodes[0]!, [2, 3]],
         [nodes[1]!, [1, 3]],
@@ -94,7 +114,7 @@ describe.skipIf(unavailable !== undefined)(
           node.send({ op: 'add', subnet: `10.5.${p}.0/24`, publicIP: `192.0.2.${p}` })
       }
       await Promise.all(nodes.map((p) => counters(p)))
-    })
+    }, 180_000)
 
     afterAll(async () => {
       await Promise.all(nodes.map((p) => p.stop()))
@@ -108,6 +128,7 @@ describe.skipIf(unavailable !== undefined)(
         mtu: number
       }
       expect(ready).toMatchObject({ device: 'flannel0', mtu: 1472, mode: 'offload' })
+      if (!noSanitizers) expect(ready).toMatchObject({ addon: expect.stringMatching(/asan/) })
       const link = await inNs(ns[0]!, 'ip', ['-o', 'link', 'show', 'flannel0'])
       expect(link).toMatch(/mtu 1472/)
       expect(link).toMatch(/UP/)
@@ -298,6 +319,61 @@ describe.skipIf(unavailable !== undefined)(
       expect(after.dropSpoofedSource - before.dropSpoofedSource).toBe(1)
       expect(after.dropUnknownPeer - before.dropUnknownPeer).toBe(1)
     })
+
+    it('does not coalesce TCP segments with a data offset below 5 sent from a peer address (issue 12); well-formed pairs queued the same way are', async () => {
+      const node = nodes[0]!
+      /** Sends the datagrams from host 3's PublicIP:Port while host 1 is frozen, so that its
+       * loop finds them queued and reads them in batches; returns host 1's counter deltas. */
+      const queued = async (datagrams: Buffer[]): Promise<{ rx: number; super: number }> => {
+        const before = await counters(node)
+        await pauseProcess(node.pid)
+        try {
+          await runRawPeer(ns[2]!, {
+            bind: '192.0.2.3',
+            port: PORT,
+            to: '192.0.2.1',
+            toPort: PORT,
+            sends: datagrams.map((d) => ({ hex: d.toString('hex') })),
+            listenMs: 0,
+          })
+        } finally {
+          resumeProcess(node.pid)
+        }
+        const after = await waitUntil(async () => {
+          const c = await counters(node)
+          return c.rxPackets - before.rxPackets >= datagrams.length ? c : undefined
+        }, 60_000)
+        expect(node.stderr, 'host 1 ran without a sanitizer report').not.toMatch(SANITIZER_REPORT)
+        if (!after) throw new Error(`host 1 did not take every datagram\n${node.stderr}`)
+        return {
+          rx: after.rxPackets - before.rxPackets,
+          super: after.superPackets - before.superPackets,
+        }
+      }
+      const payload = Buffer.alloc(100, 0x61)
+      const pair = (sport: number, mangle: (p: Buffer) => Buffer): Buffer[] => {
+        const first = mangle(tcp4({ src: '10.5.3.7', dst: '10.5.1.1', sport, seq: 7000, payload }))
+        // The second continues the first at the byte the broken length arithmetic expects.
+        const next = 7000 + first.length - 20 - (first[32]! >> 4) * 4
+        return [
+          first,
+          mangle(tcp4({ src: '10.5.3.7', dst: '10.5.1.1', sport, seq: next, payload })),
+        ]
+      }
+      const dataOffsetZero = (p: Buffer): Buffer => {
+        p[32] = 0 // data offset 0: a "TCP header" of 0 bytes
+        return p
+      }
+      const malformed = [40001, 40002, 40003, 40004, 40005, 40006, 40007, 40008].flatMap((sport) =>
+        pair(sport, dataOffsetZero),
+      )
+      expect(await queued(malformed)).toEqual({ rx: malformed.length, super: 0 })
+      // The same pairs with a well-formed TCP header are merged: the batches were there.
+      const wellFormed = [41001, 41002, 41003, 41004].flatMap((sport) => pair(sport, (p) => p))
+      const good = await queued(wellFormed)
+      expect(good.rx).toBe(wellFormed.length)
+      expect(good.super).toBeGreaterThan(0)
+    }, 120_000)
 
     it('follows peers removed and added at run time without restarting the loop', async () => {
       nodes[0]!.send({ op: 'remove', subnet: '10.5.2.0/24' })

@@ -1,4 +1,4 @@
-/** Tiny IPv4/ICMP packet builder and parser for wire checks. */
+/** Tiny IPv4 (ICMP, TCP) packet builders and parser for wire checks. */
 
 function checksum(buf: Buffer): number {
   let sum = 0
@@ -36,6 +36,96 @@ export function icmpEcho(
   ip4(dst).copy(ip, 16)
   ip.writeUInt16BE(checksum(ip), 10)
   return Buffer.concat([ip, icmp])
+}
+
+/** What {@link tcp4} builds; every field has a well-formed default. */
+export interface Tcp4Spec {
+  src: string
+  dst: string
+  sport?: number
+  dport?: number
+  seq?: number
+  ack?: number
+  /** TCP flags byte; default ACK. */
+  flags?: number
+  window?: number
+  /** TCP options, a multiple of 4 bytes. */
+  options?: Buffer
+  /** IPv4 options, a multiple of 4 bytes. */
+  ipOptions?: Buffer
+  payload?: Buffer
+  id?: number
+  ttl?: number
+  tos?: number
+  /** Don't-fragment bit; default set. */
+  df?: boolean
+}
+
+/** A well-formed IPv4/TCP packet with both checksums right. */
+export function tcp4(spec: Tcp4Spec): Buffer {
+  const options = spec.options ?? Buffer.alloc(0)
+  const ipOptions = spec.ipOptions ?? Buffer.alloc(0)
+  const payload = spec.payload ?? Buffer.alloc(0)
+  const tcp = Buffer.alloc(20 + options.length + payload.length)
+  tcp.writeUInt16BE(spec.sport ?? 40000, 0)
+  tcp.writeUInt16BE(spec.dport ?? 5201, 2)
+  tcp.writeUInt32BE((spec.seq ?? 1000) >>> 0, 4)
+  tcp.writeUInt32BE((spec.ack ?? 2000) >>> 0, 8)
+  tcp[12] = ((20 + options.length) / 4) << 4
+  tcp[13] = spec.flags ?? 0x10
+  tcp.writeUInt16BE(spec.window ?? 512, 14)
+  options.copy(tcp, 20)
+  payload.copy(tcp, 20 + options.length)
+  const pseudo = Buffer.alloc(12)
+  ip4(spec.src).copy(pseudo, 0)
+  ip4(spec.dst).copy(pseudo, 4)
+  pseudo[9] = 6
+  pseudo.writeUInt16BE(tcp.length, 10)
+  tcp.writeUInt16BE(checksum(Buffer.concat([pseudo, tcp])), 16)
+  const ip = Buffer.alloc(20 + ipOptions.length)
+  ip[0] = 0x40 | (ip.length / 4)
+  ip[1] = spec.tos ?? 0
+  ip.writeUInt16BE(ip.length + tcp.length, 2)
+  ip.writeUInt16BE(spec.id ?? 1, 4)
+  ip.writeUInt16BE(spec.df === false ? 0 : 0x4000, 6)
+  ip[8] = spec.ttl ?? 64
+  ip[9] = 6
+  ip4(spec.src).copy(ip, 12)
+  ip4(spec.dst).copy(ip, 16)
+  ipOptions.copy(ip, 20)
+  ip.writeUInt16BE(checksum(ip), 10)
+  return Buffer.concat([ip, tcp])
+}
+
+/** An IPv4/UDP packet; `udpLength` overrides the UDP length field (default: right). */
+export function udp4(
+  src: string,
+  dst: string,
+  payload: Buffer,
+  udpLength = 8 + payload.length,
+): Buffer {
+  const pkt = Buffer.alloc(28 + payload.length)
+  pkt[0] = 0x45
+  pkt.writeUInt16BE(pkt.length, 2)
+  pkt[8] = 64
+  pkt[9] = 17
+  ip4(src).copy(pkt, 12)
+  ip4(dst).copy(pkt, 16)
+  pkt.writeUInt16BE(checksum(pkt.subarray(0, 20)), 10)
+  pkt.writeUInt16BE(5353, 20)
+  pkt.writeUInt16BE(5353, 22)
+  pkt.writeUInt16BE(udpLength & 0xffff, 24)
+  payload.copy(pkt, 28)
+  return pkt
+}
+
+/** Recomputes the IPv4 header checksum in place (after a test edited the header). */
+export function fixIp4Checksum(pkt: Buffer): Buffer {
+  const ihl = Math.min((pkt[0]! & 0x0f) * 4, pkt.length)
+  if (ihl < 12) return pkt
+  pkt.writeUInt16BE(0, 10)
+  pkt.writeUInt16BE(checksum(pkt.subarray(0, ihl)), 10)
+  return pkt
 }
 
 /** The fields of an IPv4 header a test looks at. */

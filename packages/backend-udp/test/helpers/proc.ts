@@ -13,7 +13,7 @@ export class JsonLineProcess {
   private waiters: (() => void)[] = []
   private exited = false
 
-  constructor(ns: string, script: string, arg: unknown) {
+  constructor(ns: string, script: string, arg: unknown, env: Record<string, string> = {}) {
     this.child = spawn(
       'ip',
       [
@@ -27,7 +27,7 @@ export class JsonLineProcess {
         script,
         JSON.stringify(arg),
       ],
-      { stdio: ['pipe', 'pipe', 'pipe'] },
+      { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } },
     )
     let buffer = ''
     this.child.stdout.on('data', (d: Buffer) => {
@@ -51,6 +51,11 @@ export class JsonLineProcess {
     })
   }
 
+  /** The child's pid: the node process itself (`ip netns exec` execs, it does not fork). */
+  get pid(): number {
+    return this.child.pid ?? -1
+  }
+
   private wake(): void {
     for (const w of this.waiters.splice(0)) w()
   }
@@ -60,7 +65,7 @@ export class JsonLineProcess {
   }
 
   /** Resolves with the first line (from `from` on) having `key`; rejects on exit or timeout. */
-  async waitFor<T>(key: string, from = 0, timeoutMs = 15_000): Promise<T> {
+  async waitFor<T>(key: string, from = 0, timeoutMs = 60_000): Promise<T> {
     const deadline = Date.now() + timeoutMs
     for (;;) {
       const hit = this.lines.slice(from).find((l) => key in l)
@@ -101,9 +106,13 @@ export interface UdpNodeSpec {
   port?: number
 }
 
-/** Starts a udp node in `ns`. */
-export function startUdpNode(ns: string, spec: UdpNodeSpec): JsonLineProcess {
-  return new JsonLineProcess(ns, NODE, spec)
+/** Starts a udp node in `ns`, with `env` added to its environment. */
+export function startUdpNode(
+  ns: string,
+  spec: UdpNodeSpec,
+  env: Record<string, string> = {},
+): JsonLineProcess {
+  return new JsonLineProcess(ns, NODE, spec, env)
 }
 
 /** Runs the raw peer script in `ns` with a list of actions; resolves with its report. */

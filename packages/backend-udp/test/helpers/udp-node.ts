@@ -7,8 +7,11 @@
  * stdin:  {"op":"add","subnet":"10.5.2.0/24","publicIP":"192.0.2.2"} | {"op":"remove","subnet":...}
  *         {"op":"counters"} | {"op":"stop"}
  * stdout: {"ready":{device,mtu,mode}} | {"counters":{...}} | {"event":...} | {"stopped":{...}} | {"error":"..."}
+ * The ready line also tells which addon build runs ("addon": its path).
  */
+import { createRequire } from 'node:module'
 import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import {
   Ip4Net,
   parseIp4,
@@ -29,6 +32,17 @@ interface NodeSpec {
   mtu: number
   mode?: UdpLoopMode
   port?: number
+}
+
+// FLANNEL_UDP_TEST_ADDON names another build of the addon (a sanitized one,
+// see sanitizer.ts): it takes the package build's place in the module cache,
+// so the backend loads it through its ordinary path.
+const testAddon = process.env.FLANNEL_UDP_TEST_ADDON
+if (testAddon) {
+  const require = createRequire(import.meta.url)
+  const own = fileURLToPath(new URL('../../build/Release/flannel_udp.node', import.meta.url))
+  const loaded = require(testAddon) as unknown
+  require.cache[own] = { id: own, filename: own, loaded: true, exports: loaded } as NodeJS.Module
 }
 
 const spec = JSON.parse(process.argv[2] ?? '{}') as NodeSpec
@@ -78,7 +92,9 @@ async function main(): Promise<void> {
     error: (e) => out({ error: String(e) }),
   })
   const un = network as unknown as { device: string; mode: string; counters(): unknown }
-  out({ ready: { device: un.device, mtu: network.mtu, mode: un.mode } })
+  out({
+    ready: { device: un.device, mtu: network.mtu, mode: un.mode, addon: testAddon ?? 'package' },
+  })
   const rl = createInterface({ input: process.stdin })
   const stop = (): void => {
     const counters = un.counters()
