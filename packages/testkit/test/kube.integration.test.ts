@@ -189,6 +189,41 @@ describe.skipIf(skip)(`startKubeApiserver${skip ? ` (skipped: ${skip})` : ''}`, 
     await expect(api.serviceAccountKubeconfig('kit-sa', 'missing')).rejects.toThrow(/HTTP 404/)
   })
 
+  it('apply() does server-side apply through discovery; dryRun stores nothing; unknown fields are refused', async () => {
+    const cm = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: 'kit-cm', namespace: 'default' },
+      data: { a: '1' },
+    }
+    expect(await api.resourcePath(cm)).toBe('/api/v1/namespaces/default/configmaps/kit-cm')
+    const role = { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole' }
+    expect(await api.resourcePath({ ...role, metadata: { name: 'r' } })).toBe(
+      '/apis/rbac.authorization.k8s.io/v1/clusterroles/r',
+    )
+    await expect(
+      api.resourcePath({ apiVersion: 'v1', kind: 'NoSuchKind', metadata: { name: 'x' } }),
+    ).rejects.toThrow(/no kind NoSuchKind/)
+
+    const dry = await api.apply(cm, { dryRun: true })
+    expect(dry.status).toBe(201)
+    expect((await api.request('GET', '/api/v1/namespaces/default/configmaps/kit-cm')).status).toBe(
+      404,
+    )
+    expect((await api.apply(cm)).status).toBe(201)
+    const again = await api.apply({ ...cm, data: { a: '2' } })
+    expect(again.status).toBe(200)
+    expect((again.body as { data: Record<string, string> }).data).toEqual({ a: '2' })
+
+    const typo = await api.apply({ ...cm, metadata: { ...cm.metadata, name: 'kit-typo' }, dta: {} })
+    // kube-apiserver v1.37 answers an apply with an unknown field with 500, not 400.
+    expect(typo.status).toBe(500)
+    expect(typo.text).toMatch(/\.dta: field not declared in schema/)
+    expect(
+      (await api.request('GET', '/api/v1/namespaces/default/configmaps/kit-typo')).status,
+    ).toBe(404)
+  })
+
   it('restart() keeps the port and the data', async () => {
     await api.createNode('kit-restart', '10.244.4.0/24', { [`${PREFIX}/public-ip`]: '192.0.2.4' })
     const before = api.pid

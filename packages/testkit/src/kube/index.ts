@@ -20,7 +20,9 @@ export {
 } from './available.js'
 export { kubeconfigDocument, startKubeApiserver } from './launcher.js'
 export type {
+  ApplyOptions,
   KubeApiserver,
+  KubeObject,
   KubeNode,
   KubeRequestOptions,
   KubeResponse,

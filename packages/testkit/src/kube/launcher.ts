@@ -107,6 +107,27 @@ export interface KubeNode {
   }
 }
 
+/** A manifest object: what {@link KubeApiserver.apply} needs to find its REST path. */
+export interface KubeObject {
+  readonly apiVersion: string
+  readonly kind: string
+  readonly metadata: { readonly name: string; readonly namespace?: string }
+  /** Everything else (spec, data, ...) is sent as it is. */
+  readonly [field: string]: unknown
+}
+
+/** Options of {@link KubeApiserver.apply}. */
+export interface ApplyOptions {
+  /** Validate and admit only (`dryRun=All`): nothing is stored. */
+  readonly dryRun?: boolean
+  /** Field manager (default `flannel-test`). */
+  readonly fieldManager?: string
+  /** Take over fields owned by other managers (`force=true`). */
+  readonly force?: boolean
+  /** Bearer token (default: the admin token). */
+  readonly token?: string
+}
+
 /** Options of {@link KubeApiserver.writeKubeconfig}. */
 export interface KubeconfigOptions {
   /** Bearer token of the user (default: the admin token). */
@@ -181,6 +202,20 @@ export interface KubeApiserver {
     podCIDRs?: string | readonly string[],
     annotations?: Record<string, string>,
   ): Promise<KubeNode>
+  /**
+   * The REST path of a manifest object (`apiVersion`, `kind`, `metadata.name`
+   * and, for namespaced kinds, `metadata.namespace`), found through the
+   * server's discovery; rejects for a kind the server does not serve.
+   */
+  resourcePath(object: KubeObject): Promise<string>
+  /**
+   * Server-side apply of one manifest object (`PATCH` with
+   * `application/apply-patch+yaml` and `fieldValidation=Strict`); with
+   * `dryRun` it is validated and admitted but not stored. Returns the answer:
+   * 201 created, 200 updated, else refused (a field the schema does not
+   * declare gives 500 `field not declared in schema` in v1.37).
+   */
+  apply(object: KubeObject, options?: ApplyOptions): Promise<KubeResponse>
   /** Writes a kubeconfig file for a token and returns its path. */
   writeKubeconfig(options?: KubeconfigOptions): Promise<string>
   /**
@@ -593,6 +628,37 @@ export async function startKubeApiserver(
       requestOptions: KubeRequestOptions = {},
     ): Promise<KubeResponse<T>> => send<T>(endpoint, token, method, path, body, requestOptions)
 
+    const discovery = new Map<
+      string,
+      Promise<{ name: string; kind: string; namespaced: boolean }[]>
+    >()
+    const resourcePath = async (object: KubeObject): Promise<string> => {
+      const { apiVersion, kind, metadata } = object
+      const base = apiVersion.includes('/') ? `/apis/${apiVersion}` : `/api/${apiVersion}`
+      let resources = discovery.get(base)
+      if (resources === undefined) {
+        resources = request<{ resources?: { name: string; kind: string; namespaced: boolean }[] }>(
+          'GET',
+          base,
+        ).then((res) => {
+          if (res.status !== 200)
+            throw new Error(`discovery of ${base}: HTTP ${res.status} ${res.text}`)
+          return res.body.resources ?? []
+        })
+        discovery.set(base, resources)
+        resources.catch(() => discovery.delete(base))
+      }
+      const resource = (await resources).find((r) => r.kind === kind && !r.name.includes('/'))
+      if (resource === undefined) throw new Error(`the server has no kind ${kind} in ${apiVersion}`)
+      if (resource.namespaced && metadata.namespace === undefined) {
+        throw new Error(`${kind} ${metadata.name} is namespaced but has no metadata.namespace`)
+      }
+      const ns = resource.namespaced
+        ? `/namespaces/${encodeURIComponent(metadata.namespace ?? '')}`
+        : ''
+      return `${base}${ns}/${resource.name}/${encodeURIComponent(metadata.name)}`
+    }
+
     const writeKubeconfig = async (kc: KubeconfigOptions = {}): Promise<string> => {
       const path = join(dir, kc.fileName ?? `kubeconfig-${randomBytes(4).toString('hex')}.json`)
       const doc = kubeconfigDocument(kc.server ?? localUrl, caPem, kc.token ?? token, kc.userName)
@@ -641,6 +707,21 @@ export async function startKubeApiserver(
           throw new Error(`creating node ${name} failed: HTTP ${res.status} ${res.text}`)
         }
         return res.body
+      },
+      resourcePath,
+      async apply(object, applyOptions = {}) {
+        const query = new URLSearchParams({
+          fieldManager: applyOptions.fieldManager ?? 'flannel-test',
+          fieldValidation: 'Strict',
+        })
+        if (applyOptions.dryRun) query.set('dryRun', 'All')
+        if (applyOptions.force) query.set('force', 'true')
+        return await request(
+          'PATCH',
+          `${await resourcePath(object)}?${query.toString()}`,
+          JSON.stringify(object),
+          { contentType: 'application/apply-patch+yaml', token: applyOptions.token },
+        )
       },
       writeKubeconfig,
       async serviceAccountKubeconfig(namespace, name, saOptions = {}) {
