@@ -202,6 +202,32 @@ describe.skipIf(reason)(
       expect(blackholes()).toContain(`blackhole ${subnet} proto 70`)
     }, 60_000)
 
+    it('an invalid config is retried every second until it is fixed, then the agent starts', async () => {
+      const deep = `${'['.repeat(10_000)}${']'.repeat(10_000)}`
+      await config(`{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"},"X":${deep}}`)
+      const { out, exited } = agent('--healthz-ip=127.0.0.1', '--healthz-port=18473')
+      const logged = (text: string) =>
+        out.stderr.split('\n').filter((l) => l.includes(`Couldn't fetch network config: ${text}`))
+          .length
+      const until = async (cond: () => boolean | Promise<boolean>) => {
+        for (let i = 0; i < 400 && !(await cond()); i++) await new Promise((r) => setTimeout(r, 50))
+        expect(await cond()).toBe(true)
+      }
+      // as flanneld: the same line every second, the process stays up
+      await until(() => logged("invalid character '[' exceeded max depth") >= 2)
+      await config('{"Network":"10.1.0.0/29","Backend":{"Type":"alloc"}}')
+      await until(() => logged('network is too small. Minimum useful network prefix is /28') >= 2)
+      expect(out.stderr).not.toContain('Maximum call stack')
+      expect(child!.exitCode).toBeNull()
+      expect(await readyz(18473)).toBe(503)
+      expect(await leases()).toBe('')
+      await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
+      await until(async () => (await readyz(18473)) === 200)
+      expect(await leases()).toMatch(/^\/coreos\.com\/network\/subnets\/10\.5\.\d+\.0-24$/)
+      child!.kill('SIGTERM')
+      expect(await exited).toBe(0)
+    }, 60_000)
+
     it('a deleted own lease exits 1 with flanneld text', async () => {
       await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
       const { out, exited } = agent()
@@ -215,9 +241,9 @@ describe.skipIf(reason)(
 
     it.each([
       [
-        '{"Network":"10.1.0.0/29","Backend":{"Type":"alloc"}}',
+        '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":"x"}}',
         [],
-        'network is too small. Minimum useful network prefix is /28',
+        'Error registering network: invalid Backend.VNI "x": expected an integer',
       ],
       [
         '{"Network":"10.5.0.0/16","Backend":{"Type":"foo"}}',

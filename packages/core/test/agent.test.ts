@@ -7,6 +7,7 @@ import {
   Agent,
   Ip4Net,
   isFlannelError,
+  silentLogger,
   writeSubnetEnv,
   type AgentEvent,
   type Backend,
@@ -152,6 +153,42 @@ describe('Agent start-up', () => {
     await waitFor(() => agent.status === 'running')
     expect(registry.configMisses).toBe(0)
   })
+
+  it.each([
+    ['{"Network":"10.1.0.0/29","Backend":{"Type":"rec"}}', 'network is too small'],
+    ['{"Network":"10.5.0.0/16","SubnetLen":"x"}', 'Config.SubnetLen of type uint'],
+    ['{"Network":"10.5.0.0/16","EnableIPv4":false}', 'none defined stack'],
+    [
+      `{"Network":"10.5.0.0/16","X":${'['.repeat(20_000)}${']'.repeat(20_000)}}`,
+      'exceeded max depth',
+    ],
+  ])(
+    'retries an invalid config every second and starts once it is fixed (%#)',
+    async (bad, text) => {
+      registry.badConfig = bad
+      const warnings: string[] = []
+      const logger = {
+        ...silentLogger,
+        warn: (...args: unknown[]) => void warnings.push(String(args.at(-1))),
+        child: () => logger,
+      }
+      const agent = makeAgent({ logger })
+      const { result } = start(agent)
+      await waitFor(() => timers.count === 1)
+      await timers.advance(1000)
+      await waitFor(() => timers.count === 1)
+      expect(agent.status).toBe('starting')
+      expect(result.error).toBeUndefined()
+      expect(registry.leases.size).toBe(0)
+      expect(warnings).toHaveLength(2)
+      expect(warnings[0]).toMatch(/^Couldn't fetch network config: /)
+      expect(warnings[0]).toContain(text)
+      registry.badConfig = undefined
+      await timers.advance(1000)
+      await waitFor(() => agent.status === 'running')
+      expect(agent.lease?.subnet.toString()).toBe('10.5.1.0/24')
+    },
+  )
 
   it('fails with UnknownBackendError for an unknown Type, leaving no lease', async () => {
     registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'nope' } }, timers)

@@ -17,15 +17,14 @@ import {
   subnetEnvValues,
   writeSubnetEnv,
 } from '../subnetenv/subnetenv.js'
+import { DEFAULT_CONFIG_RETRY_MS, fetchNetworkConfig } from './fetch-config.js'
 import { isOwnSubnet, withoutOwnLease } from './own-lease.js'
-import { sleep, systemTimers, type AgentTimers } from './timers.js'
+import { systemTimers, type AgentTimers } from './timers.js'
 
 /** flanneld's default `--subnet-lease-renew-margin` (60 minutes), in milliseconds. */
 export const DEFAULT_RENEW_MARGIN_MS = 60 * 60_000
 /** How long flanneld waits before retrying a failed renewal (1 minute). */
 export const DEFAULT_RENEW_RETRY_MS = 60_000
-/** How long flanneld waits before fetching the network config again (1 second). */
-export const DEFAULT_CONFIG_RETRY_MS = 1_000
 
 /** Where an {@link Agent} is in its life. */
 export type AgentStatus = 'idle' | 'starting' | 'running' | 'stopped' | 'failed'
@@ -59,7 +58,7 @@ export interface AgentOptions {
   readonly renewMarginMs?: number | undefined
   /** Wait this long after a failed renewal before the next try. Default 1 min. */
   readonly renewRetryMs?: number | undefined
-  /** Wait this long before fetching a missing or unreachable config again. Default 1 s. */
+  /** Wait this long before fetching a missing, invalid or unreachable config again. Default 1 s. */
   readonly configRetryMs?: number | undefined
   /**
    * Runs after the network is registered and before subnet.env is written
@@ -333,17 +332,14 @@ export class Agent {
     }
   }
 
-  /** Fetches the config, retrying errors marked retryable (missing config, registry down). */
-  private async fetchConfig(signal: AbortSignal): Promise<NetworkConfig> {
-    for (;;) {
-      try {
-        return await this.options.registry.getNetworkConfig({ signal })
-      } catch (error) {
-        if (signal.aborted || !isFlannelError(error) || !error.retryable) throw error
-        this.logger.warn({ err: error }, `Couldn't fetch network config: ${error.message}`)
-        await sleep(this.timers, this.configRetryMs, signal)
-      }
-    }
+  /** Fetches the config, retrying while it is missing, invalid or the registry unreachable. */
+  private fetchConfig(signal: AbortSignal): Promise<NetworkConfig> {
+    return fetchNetworkConfig(this.options.registry, {
+      signal,
+      retryMs: this.configRetryMs,
+      logger: this.logger,
+      timers: this.timers,
+    })
   }
 }
 

@@ -1,9 +1,10 @@
+export { Agent, DEFAULT_RENEW_MARGIN_MS, DEFAULT_RENEW_RETRY_MS } from './agent.js'
 export {
-  Agent,
   DEFAULT_CONFIG_RETRY_MS,
-  DEFAULT_RENEW_MARGIN_MS,
-  DEFAULT_RENEW_RETRY_MS,
-} from './agent.js'
+  fetchNetworkConfig,
+  isRetryableConfigError,
+} from './fetch-config.js'
+export type { FetchNetworkConfigOptions } from './fetch-config.js'
 export { isOwnSubnet, withoutOwnLease } from './own-lease.js'
 export type { AgentEvent, AgentOptions, AgentStatus, PrepareContext } from './agent.js'
 export { systemTimers } from './timers.js'
