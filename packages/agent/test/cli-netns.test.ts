@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -227,6 +227,35 @@ describe.skipIf(reason)(
       child!.kill('SIGTERM')
       expect(await exited).toBe(0)
     }, 60_000)
+
+    it.each([
+      ['/proc/1/nope/subnet.env', "ENOENT: no such file or directory, mkdir '/proc/1/nope'"],
+      ['immutable/subnet.env', 'EPERM: operation not permitted, open'],
+    ])(
+      '--subnet-file=%s that cannot be written: exit 1 naming path and reason, lease and rules released',
+      async (file, reason) => {
+        await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
+        const immutable = join(dir, 'immutable')
+        const path = file.startsWith('/') ? file : join(dir, file)
+        if (!file.startsWith('/')) {
+          await mkdir(immutable, { recursive: true })
+          execFileSync('chattr', ['+i', immutable])
+        }
+        try {
+          const { out, exited } = agent('--ip-masq', `--subnet-file=${path}`)
+          expect(await exited).toBe(1)
+          const line = lastLine(out.stderr)!
+          expect(line.startsWith(`Failed to write subnet file ${path}: ${reason}`)).toBe(true)
+          // every failed attempt was logged with the path
+          expect(out.stderr.match(/"path":"[^"]*subnet\.env"[^\n]*attempt/g)).toHaveLength(2)
+          expect(await leases()).toBe('')
+          expect(flannelRules().filter((l) => l.startsWith('-A'))).toEqual([])
+        } finally {
+          if (!file.startsWith('/')) execFileSync('chattr', ['-i', immutable])
+        }
+      },
+      60_000,
+    )
 
     it('a deleted own lease exits 1 with flanneld text', async () => {
       await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')

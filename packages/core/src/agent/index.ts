@@ -1,4 +1,10 @@
-export { Agent, DEFAULT_RENEW_MARGIN_MS, DEFAULT_RENEW_RETRY_MS } from './agent.js'
+export {
+  Agent,
+  DEFAULT_RENEW_MARGIN_MS,
+  DEFAULT_RENEW_RETRY_MS,
+  SUBNET_FILE_ATTEMPTS,
+  SUBNET_FILE_RETRY_MS,
+} from './agent.js'
 export {
   DEFAULT_CONFIG_RETRY_MS,
   fetchNetworkConfig,
