@@ -3,6 +3,7 @@ import { pino, destination } from 'pino'
 import type { Subscription } from 'rxjs'
 import {
   Agent,
+  fetchNetworkConfig,
   isFlannelError,
   type AgentTimers,
   type BackendTable,
@@ -96,8 +97,19 @@ export async function startAgentCommand(
     if (!registry) {
       registry = ownRegistry = await createEtcdRegistry(options, logger)
     }
-    const config = await fetchConfig(registry, stopper.signal, logger, metrics)
-    if (config === undefined) return { code: 0 }
+    let config: NetworkConfig
+    try {
+      config = await fetchNetworkConfig(registry, {
+        signal: stopper.signal,
+        logger,
+        onRetry: (error) => {
+          if (isFlannelError(error, 'REGISTRY_UNAVAILABLE')) metrics.registryError()
+        },
+      })
+    } catch (error) {
+      if (stopper.signal.aborted) return { code: 0 }
+      throw error
+    }
     const extIface = deps.extIface ?? (await selectInterface(options, config, logger))
     logger.info(
       { iface: extIface.name, publicIP: extIface.extAddr, publicIPv6: extIface.extV6Addr },
@@ -184,37 +196,6 @@ export async function startAgentCommand(
     isReady: () => ready,
     done,
     stop: () => stopper.abort(),
-  }
-}
-
-/** Reads the config, retrying every second while it is missing or the registry is down. */
-async function fetchConfig(
-  registry: SubnetRegistry,
-  signal: AbortSignal,
-  logger: Logger,
-  metrics: AgentMetrics,
-): Promise<NetworkConfig | undefined> {
-  for (;;) {
-    try {
-      return await registry.getNetworkConfig({ signal })
-    } catch (error) {
-      if (signal.aborted) return undefined
-      if (!isFlannelError(error) || !error.retryable) throw error
-      if (error.code === 'REGISTRY_UNAVAILABLE') metrics.registryError()
-      logger.warn({ err: error }, `Couldn't fetch network config: ${error.message}`)
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 1000)
-        signal.addEventListener(
-          'abort',
-          () => {
-            clearTimeout(timer)
-            resolve()
-          },
-          { once: true },
-        )
-      })
-      if (signal.aborted) return undefined
-    }
   }
 }
 

@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -289,6 +289,61 @@ describe.skipIf(reason)(
       }
     }, 90_000)
 
+    it('an invalid config is retried every second until it is fixed, then the agent starts', async () => {
+      const deep = `${'['.repeat(10_000)}${']'.repeat(10_000)}`
+      await config(`{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"},"X":${deep}}`)
+      const { out, exited } = agent('--healthz-ip=127.0.0.1', '--healthz-port=18473')
+      const logged = (text: string) =>
+        out.stderr.split('\n').filter((l) => l.includes(`Couldn't fetch network config: ${text}`))
+          .length
+      const until = async (cond: () => boolean | Promise<boolean>) => {
+        for (let i = 0; i < 400 && !(await cond()); i++) await new Promise((r) => setTimeout(r, 50))
+        expect(await cond()).toBe(true)
+      }
+      // as flanneld: the same line every second, the process stays up
+      await until(() => logged("invalid character '[' exceeded max depth") >= 2)
+      await config('{"Network":"10.1.0.0/29","Backend":{"Type":"alloc"}}')
+      await until(() => logged('network is too small. Minimum useful network prefix is /28') >= 2)
+      expect(out.stderr).not.toContain('Maximum call stack')
+      expect(child!.exitCode).toBeNull()
+      expect(await readyz(18473)).toBe(503)
+      expect(await leases()).toBe('')
+      await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
+      await until(async () => (await readyz(18473)) === 200)
+      expect(await leases()).toMatch(/^\/coreos\.com\/network\/subnets\/10\.5\.\d+\.0-24$/)
+      child!.kill('SIGTERM')
+      expect(await exited).toBe(0)
+    }, 60_000)
+
+    it.each([
+      ['/proc/1/nope/subnet.env', "ENOENT: no such file or directory, mkdir '/proc/1/nope'"],
+      ['immutable/subnet.env', 'EPERM: operation not permitted, open'],
+    ])(
+      '--subnet-file=%s that cannot be written: exit 1 naming path and reason, lease and rules released',
+      async (file, reason) => {
+        await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
+        const immutable = join(dir, 'immutable')
+        const path = file.startsWith('/') ? file : join(dir, file)
+        if (!file.startsWith('/')) {
+          await mkdir(immutable, { recursive: true })
+          execFileSync('chattr', ['+i', immutable])
+        }
+        try {
+          const { out, exited } = agent('--ip-masq', `--subnet-file=${path}`)
+          expect(await exited).toBe(1)
+          const line = lastLine(out.stderr)!
+          expect(line.startsWith(`Failed to write subnet file ${path}: ${reason}`)).toBe(true)
+          // every failed attempt was logged with the path
+          expect(out.stderr.match(/"path":"[^"]*subnet\.env"[^\n]*attempt/g)).toHaveLength(2)
+          expect(await leases()).toBe('')
+          expect(flannelRules().filter((l) => l.startsWith('-A'))).toEqual([])
+        } finally {
+          if (!file.startsWith('/')) execFileSync('chattr', ['-i', immutable])
+        }
+      },
+      60_000,
+    )
+
     it('a deleted own lease exits 1 with flanneld text', async () => {
       await config('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
       const { out, exited } = agent()
@@ -302,9 +357,9 @@ describe.skipIf(reason)(
 
     it.each([
       [
-        '{"Network":"10.1.0.0/29","Backend":{"Type":"alloc"}}',
+        '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":"x"}}',
         [],
-        'network is too small. Minimum useful network prefix is /28',
+        'Error registering network: invalid Backend.VNI "x": expected an integer',
       ],
       [
         '{"Network":"10.5.0.0/16","Backend":{"Type":"foo"}}',

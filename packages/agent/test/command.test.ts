@@ -131,22 +131,26 @@ describe('flannel-agent command in-process (alloc backend)', () => {
     await expect(fetch(`${command.healthUrl}/healthz`)).rejects.toThrow()
   })
 
-  it('a bad config ends with code 1 and the config error text, leaving no lease', async () => {
+  it('a bad config is retried every second, leaving no lease, until it is fixed', async () => {
     const timers = new FakeTimers()
     const registry = new FakeRegistry(
       { Network: '10.5.0.0/16', Backend: { Type: 'alloc' } },
       timers,
     )
-    registry.getNetworkConfig = async () => {
-      const { parseNetworkConfig } = await import('@flannel/core')
-      return parseNetworkConfig({ Network: '10.1.0.0/29' })
+    registry.badConfig = '{"Network":"10.1.0.0/29","Backend":{"Type":"alloc"}}'
+    let reads = 0
+    const read = registry.getNetworkConfig.bind(registry)
+    registry.getNetworkConfig = () => {
+      reads++
+      return read()
     }
     command = await startAgentCommandOnFreePort(registry, timers)
-    expect(await command.done).toEqual({
-      code: 1,
-      reason: 'network is too small. Minimum useful network prefix is /28',
-    })
+    await until(() => reads >= 2)
+    expect(command.isReady()).toBe(false)
     expect(registry.leases.size).toBe(0)
+    registry.badConfig = undefined
+    await until(() => command!.isReady())
+    expect(registry.leases.size).toBe(1)
   })
 
   it('an unknown backend type ends with code 1, leaving no lease and no subnet.env', async () => {

@@ -124,6 +124,20 @@ export class UnknownBackendError extends FlannelError {
   }
 }
 
+/**
+ * subnet.env could not be written (after the agent's retries). `message` is
+ * `Failed to write subnet file <path>: <reason>`.
+ */
+export class SubnetFileError extends FlannelError {
+  /** The subnet.env path (`--subnet-file`). */
+  readonly path: string
+
+  constructor(path: string, reason: string, options: FlannelErrorOptions = {}) {
+    super('SUBNET_FILE', `Failed to write subnet file ${path}: ${reason}`, options)
+    this.path = path
+  }
+}
+
 /** A cloud route table (or route quota) is full. */
 export class RouteLimitError extends FlannelError {
   /** The route table (or project) that is full. */

@@ -76,6 +76,8 @@ export class FakeRegistry implements SubnetRegistry {
   renewCalls = 0
   failRenewals = 0
   configMisses = 0
+  /** When set, the config text stored instead of a valid one (read as `parseNetworkConfig` reads it). */
+  badConfig: string | undefined
   watchers = new Set<(batch: LeaseEvent[]) => void>()
   private next: Ip4Net | undefined
 
@@ -87,6 +89,8 @@ export class FakeRegistry implements SubnetRegistry {
   }
 
   async getNetworkConfig(): Promise<NetworkConfig> {
+    // an operator's broken config: parsing it throws the ConfigError flanneld would print
+    if (this.badConfig !== undefined) return parseNetworkConfig(this.badConfig)
     if (this.configMisses > 0) {
       this.configMisses--
       throw new ConfigNotFoundError('flannel config not found')

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Observable, map, mergeMap, from, type Subscription } from 'rxjs'
@@ -8,6 +8,7 @@ import {
   Ip4Net,
   MemoryRegistry,
   isFlannelError,
+  silentLogger,
   writeSubnetEnv,
   type AgentEvent,
   type Backend,
@@ -154,6 +155,42 @@ describe('Agent start-up', () => {
     expect(registry.configMisses).toBe(0)
   })
 
+  it.each([
+    ['{"Network":"10.1.0.0/29","Backend":{"Type":"rec"}}', 'network is too small'],
+    ['{"Network":"10.5.0.0/16","SubnetLen":"x"}', 'Config.SubnetLen of type uint'],
+    ['{"Network":"10.5.0.0/16","EnableIPv4":false}', 'none defined stack'],
+    [
+      `{"Network":"10.5.0.0/16","X":${'['.repeat(20_000)}${']'.repeat(20_000)}}`,
+      'exceeded max depth',
+    ],
+  ])(
+    'retries an invalid config every second and starts once it is fixed (%#)',
+    async (bad, text) => {
+      registry.badConfig = bad
+      const warnings: string[] = []
+      const logger = {
+        ...silentLogger,
+        warn: (...args: unknown[]) => void warnings.push(String(args.at(-1))),
+        child: () => logger,
+      }
+      const agent = makeAgent({ logger })
+      const { result } = start(agent)
+      await waitFor(() => timers.count === 1)
+      await timers.advance(1000)
+      await waitFor(() => timers.count === 1)
+      expect(agent.status).toBe('starting')
+      expect(result.error).toBeUndefined()
+      expect(registry.leases.size).toBe(0)
+      expect(warnings).toHaveLength(2)
+      expect(warnings[0]).toMatch(/^Couldn't fetch network config: /)
+      expect(warnings[0]).toContain(text)
+      registry.badConfig = undefined
+      await timers.advance(1000)
+      await waitFor(() => agent.status === 'running')
+      expect(agent.lease?.subnet.toString()).toBe('10.5.1.0/24')
+    },
+  )
+
   it('fails with UnknownBackendError for an unknown Type, leaving no lease', async () => {
     registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'nope' } }, timers)
     const agent = makeAgent()
@@ -178,13 +215,75 @@ describe('Agent start-up', () => {
       subnetFile: dir,
     })
     const { result } = start(agent)
+    // the write is tried three times (1 s, then 2 s apart) before the start fails
+    await waitFor(() => timers.count === 1)
+    await timers.advance(1000)
+    await waitFor(() => timers.count === 1)
+    await timers.advance(2000)
     await waitFor(() => result.error !== undefined)
     await settle()
-    expect(result.error).toBeInstanceOf(Error)
+    expect(isFlannelError(result.error, 'SUBNET_FILE')).toBe(true)
     expect(undone).toEqual(['rules'])
     expect(registry.leases.size).toBe(0)
     expect(registry.watchers.size).toBe(0)
     expect(timers.count).toBe(0)
+  })
+})
+
+describe('Agent subnet.env that cannot be written', () => {
+  it.each([['/proc/1/nope/subnet.env', "ENOENT: no such file or directory, mkdir '/proc/1/nope'"]])(
+    '%s: three attempts logged with path and reason, then a SubnetFileError and no lease',
+    async (path, reason) => {
+      const warnings: string[] = []
+      const logger = {
+        ...silentLogger,
+        warn: (...args: unknown[]) => void warnings.push(String(args.at(-1))),
+        child: () => logger,
+      }
+      let undone = 0
+      const agent = makeAgent({
+        subnetFile: path,
+        logger,
+        prepare: async () => async () => void undone++,
+      })
+      const { events, result } = start(agent)
+      await waitFor(() => timers.count === 1)
+      expect(events.map((e) => e.type)).toEqual(['registered'])
+      expect(registry.leases.size).toBe(1)
+      await timers.advance(999)
+      expect(timers.count).toBe(1)
+      await timers.advance(1)
+      await waitFor(() => timers.count === 1)
+      await timers.advance(2000)
+      await waitFor(() => result.error !== undefined)
+      expect(isFlannelError(result.error, 'SUBNET_FILE')).toBe(true)
+      expect((result.error as Error).message).toBe(`Failed to write subnet file ${path}: ${reason}`)
+      expect((result.error as { path?: string }).path).toBe(path)
+      expect(warnings.filter((w) => w.startsWith('Failed to write subnet file'))).toEqual([
+        `Failed to write subnet file ${path}: ${reason} (attempt 1 of 3)`,
+        `Failed to write subnet file ${path}: ${reason} (attempt 2 of 3)`,
+      ])
+      await settle()
+      expect(undone).toBe(1)
+      expect(registry.leases.size).toBe(0)
+      expect(agent.status).toBe('failed')
+      expect(timers.count).toBe(0)
+    },
+  )
+
+  it('a write that fails once and then succeeds starts normally', async () => {
+    // the directory is a file at first; it is replaced by a directory before the retry
+    const parent = join(dir, 'run')
+    await writeFile(parent, '')
+    const agent = makeAgent({ subnetFile: join(parent, 'subnet.env') })
+    start(agent)
+    await waitFor(() => timers.count === 1)
+    await rm(parent)
+    await timers.advance(1000)
+    await waitFor(() => agent.status === 'running')
+    expect(await readFile(join(parent, 'subnet.env'), 'utf8')).toContain(
+      'FLANNEL_SUBNET=10.5.1.1/24',
+    )
   })
 })
 

@@ -185,3 +185,16 @@ it('keeps a "__proto__" key in backend data as plain data', () => {
     '{"PublicIP":"10.0.0.5","PublicIPv6":null,"BackendData":{"__proto__":{"x":1}}}',
   )
 })
+
+describe('deeply nested backend data', () => {
+  it('decodes and re-encodes BackendData nested 10000 levels deep, refuses 10001', () => {
+    // lease object (1) + BackendData arrays (9999) = 10000
+    const data = `${'['.repeat(9999)}${']'.repeat(9999)}`
+    const bytes = `{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendData":${data}}`
+    const attrs = decodeLeaseAttrs(bytes)
+    expect(encodeLeaseAttrs(attrs)).toBe(bytes)
+    expect(() => decodeLeaseAttrs(bytes.replace(data, `[${data}]`))).toThrow(
+      /invalid character '\[' exceeded max depth/,
+    )
+  })
+})

@@ -104,6 +104,21 @@ describe('writeSubnetEnv', () => {
     expect((await stat(path)).isDirectory()).toBe(true)
   })
 
+  it.each([
+    // /proc/1 exists but mkdir of a child answers ENOENT: Node's recursive mkdir loops on it forever
+    ['/proc/1/nope/subnet.env', { code: 'ENOENT', syscall: 'mkdir', path: '/proc/1/nope' }],
+    ['/proc/1/nope/deeper/subnet.env', { code: 'ENOENT', syscall: 'mkdir', path: '/proc/1/nope' }],
+  ])('fails at once where the directory cannot be created: %s', async (path, error) => {
+    await expect(writeSubnetEnv(path, V4)).rejects.toMatchObject(error)
+  })
+
+  it('fails with ENOTDIR below a regular file', async () => {
+    await writeFile(join(dir, 'file'), '')
+    await expect(writeSubnetEnv(join(dir, 'file', 'run', 'subnet.env'), V4)).rejects.toMatchObject({
+      code: 'ENOTDIR',
+    })
+  })
+
   it('rejects a bad MTU before touching the disk', async () => {
     const path = join(dir, 'subnet.env')
     await expect(writeSubnetEnv(path, { ...V4, mtu: 0 })).rejects.toBeInstanceOf(

@@ -3,6 +3,7 @@ import type { NetworkConfig } from '../config/types.js'
 import {
   InvalidArgumentError,
   LeaseRevokedError,
+  SubnetFileError,
   isFlannelError,
   throwIfAborted,
 } from '../errors.js'
@@ -17,16 +18,23 @@ import {
   readSubnetEnv,
   subnetEnvValues,
   writeSubnetEnv,
+  type SubnetEnvValues,
 } from '../subnetenv/subnetenv.js'
+import { DEFAULT_CONFIG_RETRY_MS, fetchNetworkConfig } from './fetch-config.js'
 import { withoutOwnLease } from './own-lease.js'
 import { sleep, systemTimers, type AgentTimers } from './timers.js'
 
 /** flanneld's default `--subnet-lease-renew-margin` (60 minutes), in milliseconds. */
 export const DEFAULT_RENEW_MARGIN_MS = 60 * 60_000
+/**
+ * How many times the agent tries to write subnet.env before its start fails
+ * (flanneld tries once and keeps running without it).
+ */
+export const SUBNET_FILE_ATTEMPTS = 3
+/** The wait after the first failed subnet.env write; doubled after each further one. */
+export const SUBNET_FILE_RETRY_MS = 1_000
 /** How long flanneld waits before retrying a failed renewal (1 minute). */
 export const DEFAULT_RENEW_RETRY_MS = 60_000
-/** How long flanneld waits before fetching the network config again (1 second). */
-export const DEFAULT_CONFIG_RETRY_MS = 1_000
 
 /** Where an {@link Agent} is in its life. */
 export type AgentStatus = 'idle' | 'starting' | 'running' | 'stopped' | 'failed'
@@ -60,7 +68,7 @@ export interface AgentOptions {
   readonly renewMarginMs?: number | undefined
   /** Wait this long after a failed renewal before the next try. Default 1 min. */
   readonly renewRetryMs?: number | undefined
-  /** Wait this long before fetching a missing or unreachable config again. Default 1 s. */
+  /** Wait this long before fetching a missing, invalid or unreachable config again. Default 1 s. */
   readonly configRetryMs?: number | undefined
   /**
    * Runs after the network is registered and before subnet.env is written
@@ -322,8 +330,8 @@ export class Agent {
           network.mtu,
           this.options.ipMasq ?? false,
         )
-        await writeSubnetEnv(subnetFile, values, { signal })
-        this.logger.info({ path: subnetFile }, 'subnet file written')
+        await this.writeSubnetFile(subnetFile, values, signal)
+        this.logger.info({ path: subnetFile }, `Wrote subnet file to ${subnetFile}`)
       }
       return { network, config }
     } catch (error) {
@@ -346,17 +354,44 @@ export class Agent {
     }
   }
 
-  /** Fetches the config, retrying errors marked retryable (missing config, registry down). */
-  private async fetchConfig(signal: AbortSignal): Promise<NetworkConfig> {
-    for (;;) {
+  /**
+   * Writes subnet.env, trying {@link SUBNET_FILE_ATTEMPTS} times in all (1 s,
+   * then 2 s apart), each failure logged with the path and the reason.
+   *
+   * @throws SubnetFileError naming the path and the last reason.
+   */
+  private async writeSubnetFile(
+    path: string,
+    values: SubnetEnvValues,
+    signal: AbortSignal,
+  ): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
       try {
-        return await this.options.registry.getNetworkConfig({ signal })
+        await writeSubnetEnv(path, values, { signal })
+        return
       } catch (error) {
-        if (signal.aborted || !isFlannelError(error) || !error.retryable) throw error
-        this.logger.warn({ err: error }, `Couldn't fetch network config: ${error.message}`)
-        await sleep(this.timers, this.configRetryMs, signal)
+        throwIfAborted(signal)
+        const reason = error instanceof Error ? error.message : String(error)
+        if (attempt >= SUBNET_FILE_ATTEMPTS)
+          throw new SubnetFileError(path, reason, { cause: error })
+        const waitMs = SUBNET_FILE_RETRY_MS * 2 ** (attempt - 1)
+        this.logger.warn(
+          { err: error, path, attempt, retryInMs: waitMs },
+          `Failed to write subnet file ${path}: ${reason} (attempt ${attempt} of ${SUBNET_FILE_ATTEMPTS})`,
+        )
+        await sleep(this.timers, waitMs, signal).catch(() => throwIfAborted(signal))
       }
     }
+  }
+
+  /** Fetches the config, retrying while it is missing, invalid or the registry unreachable. */
+  private fetchConfig(signal: AbortSignal): Promise<NetworkConfig> {
+    return fetchNetworkConfig(this.options.registry, {
+      signal,
+      retryMs: this.configRetryMs,
+      logger: this.logger,
+      timers: this.timers,
+    })
   }
 }
 

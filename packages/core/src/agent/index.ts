@@ -1,9 +1,16 @@
 export {
   Agent,
-  DEFAULT_CONFIG_RETRY_MS,
   DEFAULT_RENEW_MARGIN_MS,
   DEFAULT_RENEW_RETRY_MS,
+  SUBNET_FILE_ATTEMPTS,
+  SUBNET_FILE_RETRY_MS,
 } from './agent.js'
+export {
+  DEFAULT_CONFIG_RETRY_MS,
+  fetchNetworkConfig,
+  isRetryableConfigError,
+} from './fetch-config.js'
+export type { FetchNetworkConfigOptions } from './fetch-config.js'
 export { isOwnSubnet, leasesOverlap, withoutOwnLease } from './own-lease.js'
 export type { PeerLeaseOptions } from './own-lease.js'
 export type { AgentEvent, AgentOptions, AgentStatus, PrepareContext } from './agent.js'

@@ -113,8 +113,14 @@ function toGoValue(json: string | object): GoValue {
   try {
     return typeof json === 'string' ? parseGoJson(json) : goValueFromPlain(json)
   } catch (err) {
-    if (err instanceof GoJsonError)
+    if (err instanceof GoJsonError && err.depth !== undefined) {
+      // Nesting too deep (Go's limit): name the top-level field and the depth refused.
+      const field = err.key === undefined ? undefined : (matchField(err.key) ?? err.key)
+      throw new ConfigError(err.message, field, err.depth, { cause: err })
+    }
+    if (err instanceof GoJsonError) {
       throw new ConfigError(err.message, undefined, json, { cause: err })
+    }
     throw err
   }
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { chmod, mkdir, open, readFile, rename, rm } from 'node:fs/promises'
+import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { InvalidArgumentError, throwIfAborted } from '../errors.js'
 import { Ip4Net } from '../ip/ip4.js'
@@ -86,8 +86,10 @@ export function formatSubnetEnv(values: SubnetEnvValues): string {
  * Writes subnet.env the way flanneld does: its variables in its order, then
  * atomically visible (a temporary file in the same directory, flushed, mode
  * 0644 whatever the umask, then renamed over `path`). The directory is
- * created (0755) when missing. On failure the temporary file is removed and
- * an existing subnet.env is left untouched.
+ * created (0755) when missing, one level at a time, so a directory that
+ * cannot exist (under `/proc`, below a file) fails at once with the error of
+ * the `mkdir` that failed. On failure the temporary file is removed and an
+ * existing subnet.env is left untouched.
  */
 export async function writeSubnetEnv(
   path: string,
@@ -97,7 +99,7 @@ export async function writeSubnetEnv(
   const text = formatSubnetEnv(values)
   throwIfAborted(opts.signal)
   const dir = dirname(path)
-  await mkdir(dir, { recursive: true, mode: 0o755 })
+  await ensureDirectory(dir)
   const temp = join(dir, `.${basename(path)}.${randomBytes(4).toString('hex')}`)
   try {
     const file = await open(temp, 'wx', 0o644)
@@ -113,6 +115,36 @@ export async function writeSubnetEnv(
   } catch (err) {
     await rm(temp, { force: true })
     throw err
+  }
+}
+
+/**
+ * Creates `dir` and its missing parents (0755), as Go's `os.MkdirAll` does:
+ * walk up to the nearest existing ancestor, then create each missing level
+ * in turn. Bounded by the path's depth. Node's own recursive `mkdir` is not
+ * used: it loops forever when a parent exists but `mkdir` of the child
+ * answers ENOENT (e.g. `/proc/1/nope`).
+ */
+async function ensureDirectory(dir: string): Promise<void> {
+  const missing: string[] = []
+  for (let current = dir; ; ) {
+    try {
+      await stat(current)
+      break // exists; if it is not a directory, the next step fails with ENOTDIR
+    } catch (err) {
+      const parent = dirname(current)
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || parent === current) throw err
+      missing.push(current)
+      current = parent
+    }
+  }
+  for (const level of missing.reverse()) {
+    try {
+      await mkdir(level, { mode: 0o755 })
+    } catch (err) {
+      // created meanwhile by someone else: fine
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    }
   }
 }
 
