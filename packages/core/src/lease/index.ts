@@ -1,4 +1,9 @@
 export type { Lease, LeaseAttrs, LeaseEvent, PreviousSubnets } from './types.js'
-export { encodeLeaseAttrs, decodeLeaseAttrs } from './codec.js'
+export {
+  encodeLeaseAttrs,
+  decodeLeaseAttrs,
+  encodeBackendData,
+  decodeBackendData,
+} from './codec.js'
 export { subnetKey, parseSubnetKey } from './key.js'
 export type { SubnetKey } from './key.js'
