@@ -230,6 +230,10 @@ export class KubeClient {
       }
       res.setEncoding('utf8')
       const lines = createInterface({ input: res, crlfDelay: Infinity })
+      // Destroying the response (abort, idle, a bad line) makes both emit
+      // 'error'; the end is recorded below, so the events need a listener.
+      lines.on('error', () => undefined)
+      res.on('error', () => undefined)
       let end: WatchEnd = { kind: 'closed' }
       const closed = new Promise<void>((resolve) => {
         res.once('error', (err) => {

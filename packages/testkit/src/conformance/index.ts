@@ -27,6 +27,7 @@ import { caseFn, type CaseFn, type ConformanceOptions } from './features.js'
 import { BatchRecorder } from './recorder.js'
 
 export type { ConformanceOptions, RegistryFeature } from './features.js'
+export { BatchRecorder } from './recorder.js'
 
 /** What the suite needs from a registry under test, made fresh per test case. */
 export interface RegistryUnderTest {
