@@ -65,14 +65,21 @@ async function leaf(dir: string, name: string, cn: string, ext: string): Promise
   ])
 }
 
+/** Options of {@link generateTestCertificates}. */
+export interface TestCertificateOptions {
+  /** Common name of the server certificate (default `etcd`). */
+  readonly serverCommonName?: string
+}
+
 /**
  * Generates a CA, a server certificate valid for `ips` (default 127.0.0.1)
- * and a client certificate in `dir`, with the `openssl` command (EC P-256,
- * valid two days). For TLS tests only.
+ * and `localhost`, and a client certificate in `dir`, with the `openssl`
+ * command (EC P-256, valid two days). For TLS tests only.
  */
 export async function generateTestCertificates(
   dir: string,
   ips: readonly string[] = ['127.0.0.1'],
+  options: TestCertificateOptions = {},
 ): Promise<TestCertificates> {
   await openssl(dir, [
     'req',
@@ -91,7 +98,7 @@ export async function generateTestCertificates(
   await leaf(
     dir,
     'server',
-    'etcd',
+    options.serverCommonName ?? 'etcd',
     `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\n`,
   )
   await leaf(dir, 'client', 'client', 'extendedKeyUsage=clientAuth\n')

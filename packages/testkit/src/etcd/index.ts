@@ -16,7 +16,7 @@ export {
   etcdctlMissingReason,
 } from './available.js'
 export { generateTestCertificates } from './certs.js'
-export type { TestCertificates } from './certs.js'
+export type { TestCertificateOptions, TestCertificates } from './certs.js'
 export { startEtcd } from './launcher.js'
 export type { EtcdServer, StartEtcdOptions } from './launcher.js'
 export { startEtcdCluster } from './cluster.js'

@@ -8,7 +8,7 @@ import { promisify } from 'node:util'
 import { Etcd3, type IOptions } from 'etcd3'
 import { etcdBinary, etcdctlBinary, etcdMissingReason } from './available.js'
 import type { TestCertificates } from './certs.js'
-import { pauseProcess, resumeProcess } from '../proc/index.js'
+import { pauseProcess, resumeProcess, spawnReaper, type Reaper } from '../proc/index.js'
 
 const execFileAsync = promisify(execFile)
 
@@ -98,21 +98,6 @@ function installExitHook(): void {
   })
 }
 
-/**
- * A detached shell that kills etcd and removes its directory once the test
- * process is gone, even when it was SIGKILLed (no exit hook runs then).
- */
-function spawnWatchdog(etcdPid: number, dir: string): ChildProcess {
-  const script =
-    'while kill -0 "$1" 2>/dev/null; do sleep 1; done; kill -9 "$2" 2>/dev/null; rm -rf "$3"'
-  const dog = spawn('sh', ['-c', script, 'sh', String(process.pid), String(etcdPid), dir], {
-    detached: true,
-    stdio: 'ignore',
-  })
-  dog.unref()
-  return dog
-}
-
 /** A TCP port on 127.0.0.1 that is free right now. */
 export async function freeLoopbackPort(): Promise<number> {
   return await new Promise((resolve, reject) => {
@@ -186,7 +171,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
   let clientPort = 0
   let peerPort = 0
   let child: ChildProcess | undefined
-  let watchdog: ChildProcess | undefined
+  let watchdog: Reaper | undefined
   let logText = ''
   let paused = false
   const clients: Etcd3[] = []
@@ -291,13 +276,13 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
       }
       await sleep(30)
     }
-    if (proc.pid !== undefined) watchdog = spawnWatchdog(proc.pid, dir)
+    if (proc.pid !== undefined) watchdog = spawnReaper({ pids: [proc.pid], paths: [dir] })
     return true
   }
 
   const killProcess = async (signal: NodeJS.Signals): Promise<void> => {
     const proc = child
-    watchdog?.kill('SIGKILL')
+    watchdog?.cancel()
     watchdog = undefined
     if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return
     if (paused) {

@@ -236,3 +236,54 @@ export async function pauseProcess(pid: number, timeoutMs = 10_000): Promise<voi
 export function resumeProcess(pid: number): void {
   process.kill(pid, 'SIGCONT')
 }
+
+/** What {@link spawnReaper} cleans up once the test process is gone. */
+export interface ReaperTargets {
+  /** Process ids to SIGKILL. */
+  readonly pids?: readonly number[]
+  /** Process group ids to SIGKILL (`kill -9 -- -<pgid>`), e.g. of {@link spawnProcess} children. */
+  readonly groups?: readonly number[]
+  /** Files or directories to remove (`rm -rf`). */
+  readonly paths?: readonly string[]
+}
+
+/** A running reaper; `cancel()` ends it without touching its targets. */
+export interface Reaper {
+  cancel(): void
+}
+
+/**
+ * Starts a detached shell that waits for this process to end and then kills
+ * `targets` and removes their files. It covers the one case the exit hooks do
+ * not: the test process being SIGKILLed (for example by a timed-out runner),
+ * which would otherwise leave servers running and temp dirs behind. Cancel it
+ * once the targets are stopped normally.
+ */
+export function spawnReaper(targets: ReaperTargets): Reaper {
+  const kills = [
+    ...(targets.pids ?? []).map((pid) => `kill -9 ${pid}`),
+    ...(targets.groups ?? []).map((pgid) => `kill -9 -- -${pgid}`),
+  ]
+  const script = [
+    'while kill -0 "$1" 2>/dev/null; do sleep 1; done',
+    ...kills.map((k) => `${k} 2>/dev/null`),
+    'shift',
+    '[ "$#" -gt 0 ] && rm -rf -- "$@"',
+    'exit 0',
+  ].join('\n')
+  const dog = spawn('sh', ['-c', script, 'sh', String(process.pid), ...(targets.paths ?? [])], {
+    detached: true,
+    stdio: 'ignore',
+  })
+  dog.on('error', () => undefined)
+  dog.unref()
+  return {
+    cancel() {
+      try {
+        dog.kill('SIGKILL')
+      } catch {
+        // already gone
+      }
+    },
+  }
+}
