@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the test suite need, idempotently:
 # system packages (as root), pnpm, the workspace's dependencies, moto for the
-# AWS tests, and a build of every package. Quick when all is in place.
+# AWS tests, a kube-apiserver for the kube tests (built with Go from the module
+# proxy and cached; the first build takes minutes), and a build of every
+# package. Quick when all is in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +51,14 @@ if [ ! -x .venv/moto/bin/moto_server ] || ! .venv/moto/bin/pip show moto 2>/dev/
   else
     log "no python3 with venv: the AWS tests will be skipped"
   fi
+fi
+
+# A real kube-apiserver for the kube tests, built from the Go module proxy once
+# and cached by version outside the repository (minutes the first time).
+if [ "${FLANNEL_SKIP_KUBE_APISERVER:-}" = 1 ]; then
+  log "FLANNEL_SKIP_KUBE_APISERVER=1: not building kube-apiserver; the kube tests will be skipped"
+elif ! bash scripts/build-kube-apiserver.sh; then
+  log "kube-apiserver build failed (see above): the kube tests will be skipped"
 fi
 
 log "building packages"
