@@ -1,4 +1,4 @@
-import { Observable } from 'rxjs'
+import type { Observable } from 'rxjs'
 import { afterAll, beforeAll, describe } from 'vitest'
 import type {
   AcquireOptions,
