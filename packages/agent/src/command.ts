@@ -19,10 +19,16 @@ import { startHealthServer, type HealthServer } from './http.js'
 import { AgentMetrics } from './metrics.js'
 import { startBlackholeRoutes } from './blackhole.js'
 import { firstLine } from './text.js'
+import { createKubeRegistry, type KubeEnvironment } from './kube.js'
+import type { KubeRegistry } from '@flannel/registry-kube'
 
 /** Parts of the command that can be replaced (tests, embedding). */
 export interface AgentCommandDeps {
-  /** The registry; default an `EtcdRegistry` built from the `--etcd-*` flags (closed on exit). */
+  /**
+   * The registry; default an `EtcdRegistry` built from the `--etcd-*` flags,
+   * or with `--kube-subnet-mgr` a `KubeRegistry` from the `--kube*` flags and
+   * the environment (closed on exit).
+   */
   readonly registry?: SubnetRegistry | undefined
   /** The external interface; default selected by `--iface`/`--iface-regex`/... on this host. */
   readonly extIface?: ExternalInterface | undefined
@@ -34,6 +40,8 @@ export interface AgentCommandDeps {
   readonly logger?: Logger | undefined
   /** Clock and timers for the agent (tests). */
   readonly timers?: AgentTimers | undefined
+  /** Environment for kube mode's `NODE_NAME`, `POD_NAME`, `POD_NAMESPACE`; default `process.env`. */
+  readonly env?: KubeEnvironment | undefined
 }
 
 /** How the command ended. */
@@ -90,11 +98,14 @@ export async function startAgentCommand(
   let stopBlackholeCheck: (() => Promise<void>) | undefined
 
   const run = async (): Promise<AgentCommandResult> => {
-    if (options.kubeSubnetMgr) {
-      return fatal('--kube-subnet-mgr is not supported by flannel-agent (etcd mode only)')
-    }
     let registry = deps.registry
-    if (!registry) {
+    let kube: KubeRegistry | undefined
+    if (!registry && options.kubeSubnetMgr) {
+      registry =
+        ownRegistry =
+        kube =
+          await createKubeRegistry(options, deps.env ?? process.env, logger)
+    } else if (!registry) {
       registry = ownRegistry = await createEtcdRegistry(options, logger)
     }
     let config: NetworkConfig
@@ -110,7 +121,18 @@ export async function startAgentCommand(
       if (stopper.signal.aborted) return { code: 0 }
       throw error
     }
-    const extIface = deps.extIface ?? (await selectInterface(options, config, logger))
+    let ifaceOptions = options
+    if (kube) {
+      logger.info({}, `Found network config - Backend type: ${config.backendType}`)
+      // flanneld's GetStoredPublicIP: node-public-ip(v6) replace --public-ip(v6).
+      const stored = await kube.getStoredPublicIP({ signal: stopper.signal })
+      ifaceOptions = {
+        ...options,
+        publicIP: stored.publicIP ?? options.publicIP,
+        publicIPv6: stored.publicIPv6 ?? options.publicIPv6,
+      }
+    }
+    const extIface = deps.extIface ?? (await selectInterface(ifaceOptions, config, logger))
     logger.info(
       { iface: extIface.name, publicIP: extIface.extAddr, publicIPv6: extIface.extV6Addr },
       'Using interface',
@@ -155,6 +177,20 @@ export async function startAgentCommand(
           if (event.type === 'ready') {
             ready = true
             logger.info({ subnet: event.lease.subnet.toString(), mtu: event.mtu }, 'ready')
+            if (kube && options.setNodeNetworkUnavailable) {
+              // flanneld's CompleteLease: one condition patch; a failure is logged, not fatal.
+              kube.markNetworkAvailable({ signal: stopper.signal }).then(
+                () => logger.info({}, 'NetworkUnavailable condition set to False'),
+                (error: unknown) => {
+                  if (!stopper.signal.aborted) {
+                    logger.error(
+                      { err: error },
+                      `CompleteLease execute error err: ${firstLine(error)}`,
+                    )
+                  }
+                },
+              )
+            }
           }
         },
         error: (error: unknown) => {

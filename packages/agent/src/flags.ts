@@ -48,17 +48,17 @@ export interface AgentCommandOptions {
   readonly iptablesForwardRules: boolean
   /** `--ip-blackhole-route`: keep a blackhole route for the own subnet(s), checked every `--iptables-resync` seconds. */
   readonly ipBlackholeRoute: boolean
-  /** `--kube-subnet-mgr` (Kubernetes mode is not supported; true is rejected). */
+  /** `--kube-subnet-mgr`: leases from the Kubernetes API (Node podCIDRs and annotations) instead of etcd. */
   readonly kubeSubnetMgr: boolean
-  /** `--kube-api-url` (Kubernetes mode only; accepted and unused). */
+  /** `--kube-api-url`: API server URL (kube mode; empty: from the kubeconfig or in-cluster). */
   readonly kubeApiUrl: string
-  /** `--kubeconfig-file` (Kubernetes mode only; accepted and unused). */
+  /** `--kubeconfig-file`: kubeconfig path (kube mode; empty: in-cluster service account). */
   readonly kubeconfigFile: string
-  /** `--kube-annotation-prefix` (Kubernetes mode only; accepted and unused). */
+  /** `--kube-annotation-prefix` (kube mode), normalised as flanneld. */
   readonly kubeAnnotationPrefix: string
-  /** `--net-config-path` (Kubernetes mode only; accepted and unused). */
+  /** `--net-config-path`: net-conf.json (kube mode). */
   readonly netConfigPath: string
-  /** `--set-node-network-unavailable` (Kubernetes mode only; accepted and unused). */
+  /** `--set-node-network-unavailable`: set the Node's NetworkUnavailable condition to False once ready (kube mode). */
   readonly setNodeNetworkUnavailable: boolean
   /** `--healthz-ip`. */
   readonly healthzIP: string
@@ -222,42 +222,42 @@ export const FLAGS: readonly FlagSpec[] = [
     key: 'kubeSubnetMgr',
     kind: 'bool',
     def: false,
-    help: 'contact the Kubernetes API for subnet assignment (not supported)',
+    help: 'contact the Kubernetes API for subnet assignment instead of etcd.',
   },
   {
     name: 'kube-api-url',
     key: 'kubeApiUrl',
     kind: 'string',
     def: '',
-    help: 'Kubernetes API server URL (Kubernetes mode only; unused)',
+    help: 'Kubernetes API server URL. Does not need to be specified if flannel is running in a pod.',
   },
   {
     name: 'kubeconfig-file',
     key: 'kubeconfigFile',
     kind: 'string',
     def: '',
-    help: 'kubeconfig file location (Kubernetes mode only; unused)',
+    help: 'kubeconfig file location. Does not need to be specified if flannel is running in a pod.',
   },
   {
     name: 'kube-annotation-prefix',
     key: 'kubeAnnotationPrefix',
     kind: 'string',
     def: 'flannel.alpha.coreos.com',
-    help: 'Kubernetes annotation prefix (Kubernetes mode only; unused)',
+    help: 'Kubernetes annotation prefix. Can contain single slash "/", otherwise it will be appended at the end.',
   },
   {
     name: 'net-config-path',
     key: 'netConfigPath',
     kind: 'string',
     def: '/etc/kube-flannel/net-conf.json',
-    help: 'path to the network configuration file (Kubernetes mode only; unused)',
+    help: 'path to the network configuration file',
   },
   {
     name: 'set-node-network-unavailable',
     key: 'setNodeNetworkUnavailable',
     kind: 'bool',
     def: true,
-    help: 'set the NetworkUnavailable node condition (Kubernetes mode only; unused)',
+    help: 'set NodeNetworkUnavailable after ready',
   },
   {
     name: 'healthz-ip',
@@ -291,7 +291,7 @@ function formatDefault(spec: FlagSpec): string {
 function buildCommand(): Command {
   const cmd = new Command('flannel-agent')
     .description(
-      'flanneld (etcd mode) built from the @flannel packages. Every flag can also be set ' +
+      'flanneld (etcd mode, or kube mode with --kube-subnet-mgr) built from the @flannel packages. Every flag can also be set ' +
         'with FLANNELD_<FLAG> (upper case, "-" -> "_"), used when the flag is not given.',
     )
     .helpOption(false)

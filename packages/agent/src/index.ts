@@ -1,5 +1,5 @@
 /**
- * @flannel/agent: the `flannel-agent` command (flanneld in etcd mode, built
+ * @flannel/agent: the `flannel-agent` command (flanneld in etcd or kube mode, built
  * from the @flannel packages) and the pieces to embed it.
  *
  * @packageDocumentation

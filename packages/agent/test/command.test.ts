@@ -182,12 +182,69 @@ describe('flannel-agent command in-process (alloc backend)', () => {
       reason: 'Lease has been revoked. Shutting down daemon.',
     })
   })
+})
 
-  it('--kube-subnet-mgr is refused with code 1', async () => {
-    const timers = new FakeTimers()
-    const registry = new FakeRegistry({ Network: '10.5.0.0/16' }, timers)
-    command = await startAgentCommandOnFreePort(registry, timers, ['--kube-subnet-mgr'])
-    expect((await command.done).code).toBe(1)
+describe('flannel-agent --kube-subnet-mgr start-up failures (flanneld messages, no API server needed)', () => {
+  const kubeStart = async (extra: string[], env: Record<string, string>) => {
+    const netConf = join(dir, 'net-conf.json')
+    const { writeFile } = await import('node:fs/promises')
+    await writeFile(netConf, '{"Network":"10.244.0.0/16","Backend":{"Type":"alloc"}}')
+    const options = optionsFromFlags(
+      [
+        '--kube-subnet-mgr',
+        // Never contacted: every case fails before the first request.
+        '--kube-api-url=https://127.0.0.1:9',
+        `--net-config-path=${netConf}`,
+        `--subnet-file=${join(dir, 'subnet.env')}`,
+        ...extra,
+      ],
+      {},
+    )
+    command = await startAgentCommand(options, {
+      extIface: ext,
+      hostRules: false,
+      logger: silentLogger,
+      env,
+    })
+    return command.done
+  }
+
+  it.each([
+    [
+      'a bad annotation prefix',
+      ['--kube-annotation-prefix=org.COM'],
+      { NODE_NAME: 'n1' },
+      'Failed to create SubnetManager: error creating network manager: subnet/kube: prefix must be in a format: fqdn/[0-9a-z-_]*',
+    ],
+    [
+      'no NODE_NAME and no pod',
+      [],
+      {},
+      'Failed to create SubnetManager: env variables POD_NAME and POD_NAMESPACE must be set',
+    ],
+    [
+      'a missing net-conf.json',
+      ['--net-config-path=/nonexistent/net-conf.json'],
+      { NODE_NAME: 'n1' },
+      'Failed to create SubnetManager: failed to read net conf: open /nonexistent/net-conf.json: no such file or directory',
+    ],
+    [
+      'a non-integer EVENT_QUEUE_DEPTH',
+      [],
+      { NODE_NAME: 'n1', EVENT_QUEUE_DEPTH: 'x' },
+      'Failed to create SubnetManager: error creating network manager: env EVENT_QUEUE_DEPTH=x format error: strconv.Atoi: parsing "x": invalid syntax',
+    ],
+  ])('%s ends with code 1 and flanneld text', async (_what, extra, env, reason) => {
+    expect(await kubeStart(extra, env)).toEqual({ code: 1, reason })
+  })
+
+  it('a net-conf.json that does not parse', async () => {
+    const bad = join(dir, 'bad.json')
+    const { writeFile } = await import('node:fs/promises')
+    await writeFile(bad, '{"Network":"10.244.0.0/16","SubnetLen":"x"}')
+    const result = await kubeStart([`--net-config-path=${bad}`], { NODE_NAME: 'n1' })
+    expect(result.code).toBe(1)
+    expect(result.reason).toMatch(/^Failed to create SubnetManager: error parsing subnet config: /)
   })
 })
 

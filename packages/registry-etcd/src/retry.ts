@@ -1,5 +1,6 @@
 import {
   AbortError,
+  backoffDelay as coreBackoffDelay,
   RegistryUnavailableError,
   isFlannelError,
   sleep,
@@ -42,15 +43,14 @@ export function isTransient(err: unknown): boolean {
   return TRANSIENT_TEXT.test(err.message)
 }
 
-/** Delay before retry number `attempt` (0-based): exponential with "equal jitter". */
+/** Delay before retry number `attempt` (0-based): core's `backoffDelay`, by default from {@link INITIAL_DELAY_MS} to {@link MAX_DELAY_MS}. */
 export function backoffDelay(
   attempt: number,
   random: () => number,
   initial = INITIAL_DELAY_MS,
   max = MAX_DELAY_MS,
 ): number {
-  const base = Math.min(max, initial * 2 ** Math.min(attempt, 30))
-  return Math.round(base / 2 + (base / 2) * random())
+  return coreBackoffDelay(attempt, random, initial, max)
 }
 
 /**

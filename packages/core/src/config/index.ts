@@ -1,4 +1,5 @@
 export type { NetworkConfig } from './types.js'
+export type { ParseNetworkConfigOptions } from './parse.js'
 export { parseNetworkConfig } from './parse.js'
 export { backendOption } from './backend-options.js'
 export type { BackendOptionKind, BackendOptionKinds } from './backend-options.js'

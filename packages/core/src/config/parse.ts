@@ -57,12 +57,27 @@ interface RawConfig {
   backend: GoValue | undefined
 }
 
+/** Options of {@link parseNetworkConfig}. */
+export interface ParseNetworkConfigOptions {
+  /**
+   * Apply flanneld's `CheckNetworkConfig` (defaults and range checks of
+   * `SubnetLen`, `SubnetMin`, `SubnetMax` and their IPv6 twins). Default
+   * true, as in etcd mode. flanneld's kube mode (`--kube-subnet-mgr`) reads
+   * net-conf.json without it (spec: kube.md section 2.3): the allocation
+   * fields are decoded (a bad value is still an error) but not used, so they
+   * come back as `subnetLen` 0 and no `subnetMin`/`subnetMax`, and a missing
+   * `Network` leaves `network` unset instead of failing here.
+   */
+  readonly check?: boolean | undefined
+}
+
 /**
  * Parses and validates a flannel network configuration exactly as flanneld
  * does in etcd mode (spec: core.md sections 1.1 and 2): Go `encoding/json`
  * decoding (keys matched case-insensitively, unknown keys ignored, wrong JSON
  * types rejected), `Backend` absent meaning `udp`, `Backend.Type`
- * lower-cased, then the defaults and checks of sections 2.3 and 2.4.
+ * lower-cased, then the defaults and checks of sections 2.3 and 2.4 (unless
+ * `options.check` is false, as in kube mode).
  *
  * @param json - the config as JSON text, or as an already-parsed object.
  * @returns the effective configuration with every default applied.
@@ -75,7 +90,10 @@ interface RawConfig {
  * config.subnetMin?.toString() // '10.5.1.0/24'
  * ```
  */
-export function parseNetworkConfig(json: string | object): NetworkConfig {
+export function parseNetworkConfig(
+  json: string | object,
+  options: ParseNetworkConfigOptions = {},
+): NetworkConfig {
   const raw = decodeConfig(json)
   const backendType = decodeBackendType(raw.backend)
   const backendPlain =
@@ -83,8 +101,9 @@ export function parseNetworkConfig(json: string | object): NetworkConfig {
       ? (goValueToPlain(raw.backend) as Record<string, unknown>)
       : ({} as Record<string, unknown>)
 
-  const v4 = raw.enableIPv4 ? checkIPv4(raw) : undefined
-  const v6 = raw.enableIPv6 ? checkIPv6(raw) : undefined
+  const check = options.check ?? true
+  const v4 = raw.enableIPv4 ? (check ? checkIPv4(raw) : uncheckedIPv4(raw)) : undefined
+  const v6 = raw.enableIPv6 ? (check ? checkIPv6(raw) : uncheckedIPv6(raw)) : undefined
   if (!raw.enableIPv4 && !raw.enableIPv6) {
     throw new ConfigError('none defined stack', 'EnableIPv4', false)
   }
@@ -329,6 +348,16 @@ interface FamilyResult<N> {
   subnetLen: number
   subnetMin: N
   subnetMax: N
+}
+
+/** Kube mode: the network as written (unset when missing), nothing derived. */
+function uncheckedIPv4(raw: RawConfig): Partial<FamilyResult<Ip4Net>> {
+  return raw.network.isEmpty ? {} : { network: raw.network }
+}
+
+/** Kube mode, IPv6: the network as written (unset when missing), nothing derived. */
+function uncheckedIPv6(raw: RawConfig): Partial<FamilyResult<Ip6Net>> {
+  return raw.ipv6Network.isEmpty ? {} : { network: raw.ipv6Network }
 }
 
 function checkIPv4(raw: RawConfig): FamilyResult<Ip4Net> {

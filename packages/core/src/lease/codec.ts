@@ -146,3 +146,43 @@ export function decodeLeaseAttrs(json: string): LeaseAttrs {
 function unquoted(value: GoValue): string {
   return value.raw.replace(/^"+|"+$/g, '')
 }
+
+/**
+ * The bytes flanneld writes for a lease's backend data where it stores it
+ * alone (kube mode's `backend-data` / `backend-v6-data` annotations, spec:
+ * kube.md section 3.3): the data as compact Go JSON, or `null` when there is
+ * none (`json.RawMessage.MarshalJSON` of nil).
+ *
+ * @example
+ * ```ts
+ * encodeBackendData({ VNI: 1, VtepMAC: '0a:58:0a:f4:01:00' }) // '{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:00"}'
+ * encodeBackendData(undefined) // 'null'
+ * ```
+ * @throws InvalidArgumentError (naming `field`) when the value cannot be written as JSON.
+ */
+export function encodeBackendData(value: unknown, field = 'backendData'): string {
+  return value === undefined ? 'null' : compactData(field, value)
+}
+
+/**
+ * Reads backend data stored as JSON text (a peer's `backend-data`
+ * annotation) into a plain value, as a Go `json.RawMessage` would carry it.
+ * An empty text or `null` gives `undefined`, as does text that is not JSON
+ * (flanneld keeps such bytes; its backends then fail to decode them, as ours
+ * fail on `undefined`).
+ *
+ * @example
+ * ```ts
+ * decodeBackendData('{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:00"}') // { VNI: 1, VtepMAC: '0a:58:0a:f4:01:00' }
+ * ```
+ */
+export function decodeBackendData(text: string | undefined): unknown {
+  if (text === undefined || text.trim() === '') return undefined
+  try {
+    const value = goValueToPlain(parseGoJson(text))
+    return value === null ? undefined : value
+  } catch (err) {
+    if (err instanceof GoJsonError) return undefined
+    throw err
+  }
+}

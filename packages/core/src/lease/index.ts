@@ -1,5 +1,10 @@
 export type { Lease, LeaseAttrs, LeaseEvent, PreviousSubnets } from './types.js'
-export { encodeLeaseAttrs, decodeLeaseAttrs } from './codec.js'
+export {
+  encodeLeaseAttrs,
+  decodeLeaseAttrs,
+  encodeBackendData,
+  decodeBackendData,
+} from './codec.js'
 export {
   hostBitsProblem,
   isCanonicalLease,

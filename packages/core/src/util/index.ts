@@ -1,1 +1,2 @@
 export { sleep } from './sleep.js'
+export { backoffDelay } from './backoff.js'
