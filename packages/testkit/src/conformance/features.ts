@@ -21,11 +21,7 @@ export interface ConformanceOptions {
 }
 
 /** `it`, or a skipped `it` naming the reason when one of `needs` is unsupported. */
-export type CaseFn = (
-  needs: readonly RegistryFeature[],
-  title: string,
-  fn: TestFunction,
-) => void
+export type CaseFn = (needs: readonly RegistryFeature[], title: string, fn: TestFunction) => void
 
 /** A {@link CaseFn} for the given options; prints each reason once. */
 export function caseFn(options: ConformanceOptions = {}): CaseFn {
