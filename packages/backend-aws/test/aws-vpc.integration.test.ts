@@ -121,13 +121,22 @@ describe.skipIf(skipReason !== undefined)(
   `AwsVpcBackend against moto's EC2 server (real @aws-sdk/client-ec2)${skipReason ? ` [skipped: ${skipReason}]` : ''}`,
   () => {
     let moto: MotoServer
+    /** A second moto with authentication on, for credentials EC2 refuses. */
+    let strict: MotoServer
     let proxy: Ec2Proxy
     let imds: Imds
     let ec2: sdk.EC2Client
     let w: World
 
     beforeAll(async () => {
-      moto = await startMoto()
+      // Both start at once (a moto start takes seconds on a busy machine); afterAll
+      // stops whichever started, also when the other did not.
+      const started = await Promise.allSettled([
+        startMoto().then((m) => (moto = m)),
+        startMoto({ requireAuth: true }).then((m) => (strict = m)),
+      ])
+      const failed = started.find((r) => r.status === 'rejected')
+      if (failed !== undefined) throw failed.reason
       proxy = await startEc2Proxy(moto)
       // Test fixtures go straight to moto, so the proxy records only the backend's calls.
       ec2 = new sdk.EC2Client({ endpoint: moto.endpoint, region: REGION, credentials: CREDS })
@@ -136,6 +145,7 @@ describe.skipIf(skipReason !== undefined)(
       ec2?.destroy()
       await proxy?.close()
       await moto?.close()
+      await strict?.close()
     })
 
     beforeEach(async () => {
@@ -697,12 +707,7 @@ describe.skipIf(skipReason !== undefined)(
       },
       {
         name: 'credentials EC2 does not know',
-        arrange: async () => {
-          const strict = await startMoto({ requireAuth: true })
-          strictEndpoint = strict.endpoint
-          return () => strict.close()
-        },
-        options: () => ({ endpoint: strictEndpoint, maxAttempts: 1 }),
+        options: () => ({ endpoint: strict.endpoint, maxAttempts: 1 }),
         error: AwsAuthError,
         code: 'AWS_AUTH_FAILED',
         want: () => ({ awsCode: 'AuthFailure', operation: 'DescribeInstances', retryable: false }),
@@ -816,7 +821,6 @@ describe.skipIf(skipReason !== undefined)(
         want: () => ({}),
       },
     ]
-    let strictEndpoint = ''
 
     it.each(errorCases)('errors table: $name', async (c) => {
       const cleanup = await c.arrange?.()
