@@ -28,6 +28,7 @@ const summary = (events: readonly LeaseEvent[]): string[] =>
 
 describe.skipIf(missing !== undefined)(
   `KubeRegistry, kube-specific, on a real kube-apiserver${missing ? ` (skipped: ${missing})` : ''}`,
+  { timeout: 90_000 },
   () => {
     let api: KubeApiserver
     let admin: Admin
@@ -52,7 +53,7 @@ describe.skipIf(missing !== undefined)(
     beforeAll(async () => {
       api = await startKubeApiserver()
       admin = new Admin(api)
-    })
+    }, 120_000)
     afterEach(async () => {
       for (const o of open.splice(0).reverse()) await o.close()
       await admin.deleteNodes(`${run}-`)
