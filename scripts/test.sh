@@ -10,5 +10,7 @@ echo '[test] format'
 pnpm -s format:check >/dev/null
 echo '[test] typecheck'
 pnpm -s typecheck
+echo '[test] README examples'
+pnpm -s exec tsx test/readme-examples.ts
 echo '[test] vitest'
 pnpm -s test "$@"
