@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { rmSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import type { ClientRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -186,8 +187,12 @@ export interface KubeApiserver {
     options?: KubeRequestOptions,
   ): Promise<KubeResponse<T>>
   /**
-   * Opens a watch (`path` is a list path, `watch=1` is added) and resolves
-   * once the server has answered, so nothing after that is missed.
+   * Opens a watch on a list path: lists it, watches from the listing's
+   * resourceVersion (so objects already there are not replayed as `ADDED`)
+   * and resolves once the server has answered, so nothing after that is
+   * missed. The ERROR events of a watch cache still catching up with etcd
+   * (codes 504 and 429) are not delivered: the watch reopens from the last
+   * resourceVersion, as client-go does. Any other ERROR (410 Gone) is.
    */
   watch<T = unknown>(
     path: string,
@@ -340,114 +345,178 @@ function send<T>(
   })
 }
 
-function openWatch<T>(
+/**
+ * ERROR events a watch cache sends while it has not caught up with etcd
+ * (504 "Too large resource version", 429 "storage is (re)initializing"):
+ * transient, and answered by reopening from the last resourceVersion, as
+ * client-go's reflector does. They come after a start or restart of the
+ * server, mostly on a busy machine.
+ */
+function isCacheLag(event: WatchEvent<unknown>): boolean {
+  const status = event.object as { code?: number } | undefined
+  return event.type === 'ERROR' && (status?.code === 504 || status?.code === 429)
+}
+
+/** The resourceVersion an event carries (object or status metadata). */
+function eventResourceVersion(event: WatchEvent<unknown>): string | undefined {
+  const rv = (event.object as { metadata?: { resourceVersion?: unknown } } | undefined)?.metadata
+    ?.resourceVersion
+  return typeof rv === 'string' && rv !== '' ? rv : undefined
+}
+
+async function openWatch<T>(
   endpoint: Endpoint,
   token: string,
   path: string,
   options: { readonly token?: string; readonly signal?: AbortSignal },
 ): Promise<KubeWatch<T>> {
-  const fullPath = `${path}${path.includes('?') ? '&' : '?'}watch=1`
+  // The watch starts at a listing's resourceVersion, so a reopen resumes
+  // exactly where the stream was and nothing is delivered twice.
+  const listing = await send<{ metadata?: { resourceVersion?: string } }>(
+    endpoint,
+    token,
+    'GET',
+    path,
+    undefined,
+    options,
+  )
+  if (listing.status !== 200) {
+    throw new Error(`watch ${path}: listing answered HTTP ${listing.status} ${listing.text}`)
+  }
+  let resourceVersion = listing.body?.metadata?.resourceVersion ?? ''
   const events: WatchEvent<T>[] = []
   let taken = 0
   let ended: Error | undefined
+  let closed = false
+  let current: ClientRequest | undefined
   const wakers = new Set<() => void>()
   const wake = (): void => {
     for (const w of [...wakers]) w()
   }
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      {
-        host: endpoint.host,
-        port: endpoint.port,
-        method: 'GET',
-        path: fullPath,
-        ca: endpoint.ca,
-        agent: false,
-        signal: options.signal,
-        headers: { authorization: `Bearer ${options.token ?? token}`, accept: 'application/json' },
-      },
-      (res) => {
-        if (res.statusCode !== 200) {
-          let text = ''
-          res.setEncoding('utf8')
-          res.on('data', (chunk: string) => (text += chunk))
-          res.on('end', () =>
-            reject(new Error(`watch ${fullPath}: HTTP ${res.statusCode} ${text}`)),
-          )
-          return
-        }
-        let buffered = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => {
-          buffered += chunk
-          for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
-            const line = buffered.slice(0, nl).trim()
-            buffered = buffered.slice(nl + 1)
-            if (line !== '') events.push(JSON.parse(line) as WatchEvent<T>)
+  const end = (err: Error): void => {
+    ended ??= err
+    wake()
+  }
+
+  /** One watch request from `resourceVersion`; resolves once the server answered 200. */
+  const connect = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const sep = path.includes('?') ? '&' : '?'
+      const fullPath = `${path}${sep}watch=1&resourceVersion=${encodeURIComponent(resourceVersion)}`
+      let reopen = false
+      const req = httpsRequest(
+        {
+          host: endpoint.host,
+          port: endpoint.port,
+          method: 'GET',
+          path: fullPath,
+          ca: endpoint.ca,
+          agent: false,
+          signal: options.signal,
+          headers: {
+            authorization: `Bearer ${options.token ?? token}`,
+            accept: 'application/json',
+          },
+        },
+        (res) => {
+          if (res.statusCode !== 200) {
+            let text = ''
+            res.setEncoding('utf8')
+            res.on('data', (chunk: string) => (text += chunk))
+            res.on('end', () =>
+              reject(new Error(`watch ${fullPath}: HTTP ${res.statusCode} ${text}`)),
+            )
+            return
           }
-          wake()
-        })
-        const finish = (why: string) => () => {
-          ended ??= new Error(`watch ${fullPath} ended: ${why}`)
-          wake()
-        }
-        res.on('end', finish('the server closed it'))
-        res.on('error', (err) => finish(err.message)())
-        res.on('close', finish('closed'))
-        const nextEvent = (timeoutMs = 30_000): Promise<WatchEvent<T>> =>
-          new Promise((resolveEvent, rejectEvent) => {
-            const timer = setTimeout(() => {
-              wakers.delete(check)
-              rejectEvent(
-                new Error(
-                  `no watch event on ${fullPath} within ${timeoutMs} ms; seen: ${events.map((e) => e.type).join(', ')}`,
-                ),
-              )
-            }, timeoutMs)
-            const check = (): void => {
-              const event = events[taken]
-              if (event !== undefined) {
-                taken++
-              } else if (ended === undefined) return
-              clearTimeout(timer)
-              wakers.delete(check)
-              if (event !== undefined) resolveEvent(event)
-              else rejectEvent(ended)
-            }
-            wakers.add(check)
-            check()
-          })
-        const watch: KubeWatch<T> = {
-          events,
-          nextEvent,
-          close() {
-            req.destroy()
-          },
-          async *[Symbol.asyncIterator]() {
-            try {
-              for (;;) {
-                try {
-                  yield await nextEvent(2 ** 31 - 1)
-                } catch (err) {
-                  if (err === ended) return
-                  throw err
-                }
+          let buffered = ''
+          res.setEncoding('utf8')
+          res.on('data', (chunk: string) => {
+            buffered += chunk
+            for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
+              const line = buffered.slice(0, nl).trim()
+              buffered = buffered.slice(nl + 1)
+              if (line === '') continue
+              const event = JSON.parse(line) as WatchEvent<T>
+              if (isCacheLag(event)) {
+                reopen = true
+                continue
               }
-            } finally {
-              req.destroy()
+              resourceVersion = eventResourceVersion(event) ?? resourceVersion
+              events.push(event)
             }
-          },
-        }
-        resolve(watch)
-      },
-    )
-    req.on('error', (err) => {
-      ended ??= err
-      wake()
-      reject(err)
+            wake()
+          })
+          const finish = (why: string) => (): void => {
+            if (current !== req || closed) return
+            current = undefined
+            if (!reopen) return end(new Error(`watch ${fullPath} ended: ${why}`))
+            connect().catch((err: Error) => end(err))
+          }
+          res.on('end', finish('the server closed it'))
+          res.on('error', (err) => finish(err.message)())
+          res.on('close', finish('closed'))
+          resolve()
+        },
+      )
+      current = req
+      req.on('error', (err) => {
+        if (current === req) current = undefined
+        end(err)
+        reject(err)
+      })
+      req.end()
     })
-    req.end()
-  })
+
+  await connect()
+
+  const nextEvent = (timeoutMs = 30_000): Promise<WatchEvent<T>> =>
+    new Promise((resolveEvent, rejectEvent) => {
+      const timer = setTimeout(() => {
+        wakers.delete(check)
+        rejectEvent(
+          new Error(
+            `no watch event on ${path} within ${timeoutMs} ms; seen: ${events.map((e) => e.type).join(', ')}`,
+          ),
+        )
+      }, timeoutMs)
+      const check = (): void => {
+        const event = events[taken]
+        if (event !== undefined) {
+          taken++
+        } else if (ended === undefined) return
+        clearTimeout(timer)
+        wakers.delete(check)
+        if (event !== undefined) resolveEvent(event)
+        else rejectEvent(ended)
+      }
+      wakers.add(check)
+      check()
+    })
+  const close = (): void => {
+    closed = true
+    current?.destroy()
+    current = undefined
+    end(new Error(`watch ${path} closed`))
+  }
+  return {
+    events,
+    nextEvent,
+    close,
+    async *[Symbol.asyncIterator]() {
+      try {
+        for (;;) {
+          try {
+            yield await nextEvent(2 ** 31 - 1)
+          } catch (err) {
+            if (err === ended) return
+            throw err
+          }
+        }
+      } finally {
+        close()
+      }
+    },
+  }
 }
 
 /**
