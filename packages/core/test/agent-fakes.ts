@@ -133,6 +133,18 @@ export class FakeRegistry implements SubnetRegistry {
     this.emit([{ type: 'removed', lease }])
   }
 
+  /**
+   * Deletes every lease in one change, and with `config` the config too, as
+   * `etcdctl del --prefix <prefix>/subnets` (or `<prefix>`) does: the
+   * watchers get all removals in one batch.
+   */
+  wipe(opts: { config: boolean }): void {
+    const gone = [...this.leases.values()].map((lease) => ({ type: 'removed' as const, lease }))
+    this.leases.clear()
+    if (opts.config) this.config = undefined
+    this.emit(gone)
+  }
+
   /** Adds a peer's lease. */
   addPeer(cidr: string, publicIP: string): Lease {
     return this.put({
