@@ -150,7 +150,7 @@ describe.skipIf(skip !== undefined)(
         for (const host of hosts) expect(await waitUntil(() => hasSentinel(host))).toBe(true)
         for (const agent of agents) {
           const waiting = await waitUntil(
-            () =>
+            async () =>
               messages(agent.process).some((m) =>
                 m.startsWith(
                   "Couldn't fetch network config: flannel config not found in etcd store.",
@@ -168,7 +168,7 @@ describe.skipIf(skip !== undefined)(
         const back = await waitUntil(async () => (await c.leases()).length === 4, 20_000)
         expect(back).toBe(true)
         for (const [i, agent] of agents.entries()) {
-          const took = await waitUntil(() =>
+          const took = await waitUntil(async () =>
             messages(agent.process).includes(
               `Network config is back; took subnet ${subnets[i]} back`,
             ),
