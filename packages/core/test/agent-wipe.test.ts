@@ -202,6 +202,27 @@ describe('Agent: the whole prefix wiped (config gone too)', () => {
     expect(agent.lease!.subnet.toString()).toBe(own.subnet.toString())
   })
 
+  it('an unreachable registry while taking the subnet back is retried with backoff, never fatal', async () => {
+    const { agent, events, result, own } = await running()
+    registry.wipe({ config: true })
+    await settle()
+    registry.failAcquires = 2
+    registry.config = parseNetworkConfig(CONFIG)
+    await timers.advance(1_000)
+    expect(registry.failAcquires).toBe(1)
+    await timers.advance(1_000) // first retry after 1 s
+    expect(registry.failAcquires).toBe(0)
+    await timers.advance(1_999) // then 2 s
+    expect(events.filter((e) => e.type === 'reacquired')).toHaveLength(0)
+    await timers.advance(1)
+    expect(result.error).toBeUndefined()
+    expect(events.filter((e) => e.type === 'reacquired')).toHaveLength(1)
+    expect(agent.lease!.subnet.toString()).toBe(own.subnet.toString())
+    expect(
+      logs.filter((l) => l.startsWith(`warn Taking subnet ${own.subnet.toString()} back failed`)),
+    ).toHaveLength(2)
+  })
+
   it('a restored config with another Network ends the agent with LeaseRecoveryError, acquiring nothing', async () => {
     const { agent, result, own } = await running()
     registry.wipe({ config: true })
