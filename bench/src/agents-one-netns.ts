@@ -69,7 +69,9 @@ function publicIp(i: number): string {
 }
 
 function lastLine(text: string): string {
-  const line = text.trim().split('\n').at(-1) ?? ''
+  const lines = text.trim().split('\n')
+  // flanneld logs its fatal error (klog `E`/`F`) before its shutdown lines: report that one.
+  const line = lines.findLast((l) => /^[EF]\d{4} /.test(l)) ?? lines.at(-1) ?? ''
   try {
     const parsed = JSON.parse(line) as { msg?: string }
     return parsed.msg ?? line

@@ -99,6 +99,26 @@ export class LeaseRevokedError extends FlannelError {
   }
 }
 
+/**
+ * After a registry wipe (lease and network config gone) the agent could not
+ * take its subnet back: the restored config differs from the one in use, or
+ * another host holds the subnet now. `message` is `cannot take subnet <subnet>
+ * back after the registry was wiped: <reason>`.
+ */
+export class LeaseRecoveryError extends FlannelError {
+  /** The subnet the host held before the wipe. */
+  readonly subnet: string
+
+  constructor(subnet: { toString(): string }, reason: string, options: FlannelErrorOptions = {}) {
+    super(
+      'LEASE_NOT_RECOVERED',
+      `cannot take subnet ${subnet.toString()} back after the registry was wiped: ${reason}`,
+      options,
+    )
+    this.subnet = subnet.toString()
+  }
+}
+
 /** The registry has no network configuration yet. */
 export class ConfigNotFoundError extends FlannelError {
   constructor(message: string, options: FlannelErrorOptions = {}) {

@@ -75,6 +75,8 @@ export class FakeRegistry implements SubnetRegistry {
   leases = new Map<string, Lease>()
   renewCalls = 0
   failRenewals = 0
+  /** This many next acquisitions fail as an unreachable registry would. */
+  failAcquires = 0
   configMisses = 0
   /** When set, the config text stored instead of a valid one (read as `parseNetworkConfig` reads it). */
   badConfig: string | undefined
@@ -101,6 +103,10 @@ export class FakeRegistry implements SubnetRegistry {
 
   async acquireLease(attrs: LeaseAttrs, opts: AcquireOptions = {}): Promise<Lease> {
     const config = await this.getNetworkConfig()
+    if (this.failAcquires > 0) {
+      this.failAcquires--
+      throw new RegistryUnavailableError('etcd unreachable')
+    }
     const wanted = opts.previous?.subnet
     let subnet: Ip4Net
     if (wanted && !this.leases.has(wanted.toString())) subnet = wanted
@@ -131,6 +137,18 @@ export class FakeRegistry implements SubnetRegistry {
     if (!lease) return
     this.leases.delete(key)
     this.emit([{ type: 'removed', lease }])
+  }
+
+  /**
+   * Deletes every lease in one change, and with `config` the config too, as
+   * `etcdctl del --prefix <prefix>/subnets` (or `<prefix>`) does: the
+   * watchers get all removals in one batch.
+   */
+  wipe(opts: { config: boolean }): void {
+    const gone = [...this.leases.values()].map((lease) => ({ type: 'removed' as const, lease }))
+    this.leases.clear()
+    if (opts.config) this.config = undefined
+    this.emit(gone)
   }
 
   /** Adds a peer's lease. */

@@ -21,6 +21,7 @@ import {
   type SubnetEnvValues,
 } from '../subnetenv/subnetenv.js'
 import { DEFAULT_CONFIG_RETRY_MS, fetchNetworkConfig } from './fetch-config.js'
+import { handleLeaseLoss, holdPeerRemovalsWhileOwnLeaseIsGone } from './lease-loss.js'
 import { withoutOwnLease } from './own-lease.js'
 import { sleep, systemTimers, type AgentTimers } from './timers.js'
 
@@ -103,6 +104,13 @@ export type AgentEvent =
   | { readonly type: 'renewed'; readonly lease: Lease }
   /** A renewal failed; the next try is in `retryInMs`. */
   | { readonly type: 'renew-failed'; readonly error: unknown; readonly retryInMs: number }
+  /**
+   * The own lease and the network config are gone (the registry was wiped):
+   * the data plane stays as it is while the agent waits for the config.
+   */
+  | { readonly type: 'registry-wiped'; readonly lease: Lease }
+  /** After a wipe, the config is back and the agent holds its previous subnet again. */
+  | { readonly type: 'reacquired'; readonly lease: Lease }
 
 /**
  * Wires a registry to a backend, as flanneld's main loop does (spec: core.md
@@ -111,7 +119,9 @@ export type AgentEvent =
  * writes subnet.env, feeds the network the peers' lease stream (the own lease
  * filtered out), renews the lease `renewMarginMs` before it expires (retrying
  * every `renewRetryMs` on failure) and fails with {@link LeaseRevokedError}
- * when the own lease disappears.
+ * when the own lease is deleted while the config remains. When the config is
+ * gone too (a wipe), it keeps the data plane, waits for the config and takes
+ * the same subnet back ({@link handleLeaseLoss}).
  *
  * @example
  * ```ts
@@ -166,7 +176,10 @@ export class Agent {
       const subs = new Subscription()
       let renewTimer: unknown
       let renewing = false
+      let recovering = false
       let failed = false
+      /** The config the running network was made from (set once started). */
+      let config: NetworkConfig | undefined
 
       const emit = (event: AgentEvent): void => {
         if (!subscriber.closed) subscriber.next(event)
@@ -215,13 +228,43 @@ export class Agent {
           renewing = false
           if (stop.signal.aborted) return
           if (isFlannelError(error, 'LEASE_NOT_FOUND')) {
-            fail(new LeaseRevokedError(undefined, { cause: error }))
+            onLeaseLost(error)
             return
           }
           this.logger.error({ err: error }, 'Error renewing lease (trying again in 1 min)')
           emit({ type: 'renew-failed', error, retryInMs: this.renewRetryMs })
           scheduleRenew(this.renewRetryMs)
         }
+      }
+
+      /** The own lease disappeared: revoked (config still there) or wiped (see handleLeaseLoss). */
+      const onLeaseLost = (cause?: unknown): void => {
+        const lease = this.currentLease
+        if (recovering || stop.signal.aborted || lease === undefined || config === undefined) return
+        recovering = true
+        this.timers.clearTimeout(renewTimer)
+        renewTimer = undefined
+        handleLeaseLoss({
+          registry: this.options.registry,
+          lease,
+          config,
+          signal: stop.signal,
+          retryMs: this.configRetryMs,
+          logger: this.logger,
+          timers: this.timers,
+          onWiped: () => emit({ type: 'registry-wiped', lease }),
+        }).then((outcome) => {
+          if (stop.signal.aborted) return
+          if (outcome.type === 'revoked') {
+            this.logger.warn({}, 'Lease has been revoked. Shutting down daemon.')
+            fail(new LeaseRevokedError(undefined, cause === undefined ? {} : { cause }))
+            return
+          }
+          recovering = false
+          this.currentLease = outcome.lease
+          emit({ type: 'reacquired', lease: outcome.lease })
+          scheduleRenew()
+        }, fail)
       }
 
       const monitorOwnLease = (own: Lease): void => {
@@ -235,12 +278,11 @@ export class Agent {
             for (const event of batch) {
               if (leaseKey(event.lease) !== ownKey) continue
               if (event.type === 'removed') {
-                this.logger.warn({}, 'Lease has been revoked. Shutting down daemon.')
-                fail(new LeaseRevokedError())
+                onLeaseLost()
                 return
               }
               this.currentLease = event.lease
-              if (!renewing) scheduleRenew()
+              if (!renewing && !recovering) scheduleRenew()
             }
           },
           error: fail,
@@ -252,6 +294,7 @@ export class Agent {
         const own = network.lease
         const known = new Map<string, Lease>()
         const peers$ = this.options.registry.watchLeases().pipe(
+          holdPeerRemovalsWhileOwnLeaseIsGone(own),
           withoutOwnLease(own, {
             config,
             onIgnored: (lease, reason) =>
@@ -276,11 +319,13 @@ export class Agent {
 
       this.statusSubject.next('starting')
       this.start(stop.signal, emit)
-        .then(({ network, config }) => {
+        .then((started) => {
           if (stop.signal.aborted) return
+          const { network } = started
+          config = started.config
           this.statusSubject.next('running')
           emit({ type: 'ready', lease: network.lease, mtu: network.mtu })
-          runNetwork(network, config)
+          runNetwork(network, started.config)
           monitorOwnLease(network.lease)
           scheduleRenew()
         })

@@ -11,6 +11,13 @@ export {
   isRetryableConfigError,
 } from './fetch-config.js'
 export type { FetchNetworkConfigOptions } from './fetch-config.js'
+export {
+  MAX_RECOVERY_RETRY_MS,
+  configDifference,
+  handleLeaseLoss,
+  holdPeerRemovalsWhileOwnLeaseIsGone,
+} from './lease-loss.js'
+export type { LeaseLossOptions, LeaseLossOutcome } from './lease-loss.js'
 export { isOwnSubnet, leasesOverlap, withoutOwnLease } from './own-lease.js'
 export type { PeerLeaseOptions } from './own-lease.js'
 export type { AgentEvent, AgentOptions, AgentStatus, PrepareContext } from './agent.js'
