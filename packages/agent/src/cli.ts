@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * The `flannel-agent` command: flanneld's flags in, exit code out.
- * Exit 0 on SIGTERM/SIGINT (lease, subnet.env and data plane are kept),
+ * Exit 0 on SIGTERM/SIGINT (lease, subnet.env and data plane are kept) and,
+ * as flanneld, on a revoked lease (its reason on stderr);
  * 1 with a one-line reason on stderr for bad flags or a fatal error.
  */
 import { helpText, optionsFromFlags } from './flags.js'
@@ -30,7 +31,7 @@ async function main(): Promise<number> {
   process.once('SIGTERM', stop)
   process.once('SIGINT', stop)
   const result = await command.done
-  if (result.code !== 0 && result.reason) process.stderr.write(`${result.reason}\n`)
+  if (result.reason) process.stderr.write(`${result.reason}\n`)
   return result.code
 }
 

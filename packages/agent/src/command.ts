@@ -46,9 +46,9 @@ export interface AgentCommandDeps {
 
 /** How the command ended. */
 export interface AgentCommandResult {
-  /** 0 on a clean stop, 1 on a fatal error. */
+  /** 0 on a clean stop (a revoked lease included, as flanneld), 1 on a fatal error. */
   readonly code: 0 | 1
-  /** The one-line reason of a fatal error (flanneld's text where it has one). */
+  /** The one-line reason of a fatal error or of a revocation (flanneld's text where it has one). */
   readonly reason?: string | undefined
 }
 
@@ -195,7 +195,11 @@ export async function startAgentCommand(
         },
         error: (error: unknown) => {
           if (isFlannelError(error, 'LEASE_REVOKED')) {
-            resolve(fatal('Lease has been revoked. Shutting down daemon.'))
+            // flanneld logs the revocation as an error, then shuts down
+            // cleanly and exits 0 (spec: core.md section 6); so do we.
+            const reason = 'Lease has been revoked. Shutting down daemon.'
+            logger.error({}, reason)
+            resolve({ code: 0, reason })
           } else if (!registered) {
             resolve(fatal(`Error registering network: ${firstLine(error)}`))
           } else {
