@@ -111,7 +111,8 @@ export type AgentEvent =
  * writes subnet.env, feeds the network the peers' lease stream (the own lease
  * filtered out), renews the lease `renewMarginMs` before it expires (retrying
  * every `renewRetryMs` on failure) and fails with {@link LeaseRevokedError}
- * when the own lease disappears.
+ * when the own lease disappears (unless the registry says it never revokes
+ * leases: `revokesLeases: false`, as in kube mode).
  *
  * @example
  * ```ts
@@ -281,7 +282,8 @@ export class Agent {
           this.statusSubject.next('running')
           emit({ type: 'ready', lease: network.lease, mtu: network.mtu })
           runNetwork(network, config)
-          monitorOwnLease(network.lease)
+          // flanneld's kube mode has no lease to lose (main.go: no MonitorLease).
+          if (this.options.registry.revokesLeases !== false) monitorOwnLease(network.lease)
           scheduleRenew()
         })
         .catch(fail)
