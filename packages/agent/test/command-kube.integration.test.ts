@@ -55,9 +55,28 @@ describe.skipIf(skip)(
   () => {
     let api: KubeApiserver
     let dir: string
+    let auditLog: string
     beforeAll(async () => {
-      api = await startKubeApiserver()
       dir = await mkdtemp(join(tmpdir(), 'flannel-kube-cmd-'))
+      // Every request on nodes, with its user and verb, for the cases that
+      // check which calls the agent makes.
+      const policy = join(dir, 'audit-policy.json')
+      auditLog = join(dir, 'audit.log')
+      await writeFile(
+        policy,
+        JSON.stringify({
+          apiVersion: 'audit.k8s.io/v1',
+          kind: 'Policy',
+          omitStages: ['RequestReceived'],
+          rules: [
+            { level: 'Metadata', resources: [{ group: '', resources: ['nodes', 'nodes/status'] }] },
+            { level: 'None' },
+          ],
+        }),
+      )
+      api = await startKubeApiserver({
+        extraArgs: [`--audit-policy-file=${policy}`, `--audit-log-path=${auditLog}`],
+      })
     }, 120_000)
     afterAll(async () => {
       await api?.stop()
@@ -122,6 +141,89 @@ describe.skipIf(skip)(
         command.stop()
       }
       expect(await command.done).toEqual({ code: 0 })
+    }, 90_000)
+
+    it('with alloc neither lists nor watches nodes (flanneld: no informer), so get and patch nodes/status are all it needs', async () => {
+      const ns = 'kube-cmd-alloc'
+      const role = 'kube-cmd-alloc-get-patch'
+      const node = 'kube-cmd-2'
+      const created = await Promise.all([
+        api.request('POST', '/api/v1/namespaces', { metadata: { name: ns } }),
+        api.request('POST', '/apis/rbac.authorization.k8s.io/v1/clusterroles', {
+          metadata: { name: role },
+          rules: [
+            { apiGroups: [''], resources: ['nodes'], verbs: ['get'] },
+            { apiGroups: [''], resources: ['nodes/status'], verbs: ['patch'] },
+          ],
+        }),
+      ])
+      expect(created.map((r) => r.status)).toEqual([201, 201])
+      const more = [
+        await api.request('POST', `/api/v1/namespaces/${ns}/serviceaccounts`, {
+          metadata: { name: 'flannel' },
+        }),
+        await api.request('POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', {
+          metadata: { name: role },
+          roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role },
+          subjects: [{ kind: 'ServiceAccount', name: 'flannel', namespace: ns }],
+        }),
+      ]
+      expect(more.map((r) => r.status)).toEqual([201, 201])
+      await api.createNode(node, '10.244.6.0/24')
+      const sa = await api.serviceAccountKubeconfig(ns, 'flannel')
+      // The authorizer learns of the binding from its informer: start once it has.
+      await until('the binding to take effect', async () => {
+        const res = await api.request('GET', `/api/v1/nodes/${node}`, undefined, {
+          token: sa.token,
+        })
+        return res.status === 200
+      })
+      const netConf = join(dir, 'net-conf-alloc.json')
+      await writeFile(netConf, '{"Network":"10.244.0.0/16","Backend":{"Type":"alloc"}}')
+      const lines: string[] = []
+      const command = await startAgentCommand(
+        optionsFromFlags(
+          [
+            '--kube-subnet-mgr',
+            `--kubeconfig-file=${sa.kubeconfigPath}`,
+            `--net-config-path=${netConf}`,
+            `--subnet-file=${join(dir, 'subnet-alloc.env')}`,
+          ],
+          {},
+        ),
+        { extIface: ext, hostRules: false, logger: memoryLogger(lines), env: { NODE_NAME: node } },
+      )
+      try {
+        await until('ready', () => command.isReady())
+        await until('the condition', () =>
+          lines.includes('NetworkUnavailable condition set to False'),
+        )
+      } finally {
+        command.stop()
+      }
+      // A list refused by RBAC would have ended the command with code 1.
+      expect(await command.done).toEqual({ code: 0 })
+      const calls = (await readFile(auditLog, 'utf8'))
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map(
+          (l) =>
+            JSON.parse(l) as {
+              verb: string
+              user: { username: string }
+              objectRef?: { resource?: string; subresource?: string }
+              responseStatus?: { code?: number }
+            },
+        )
+        .filter((e) => e.user.username === sa.username)
+        .map(
+          (e) =>
+            `${e.verb} ${e.objectRef?.resource ?? ''}${e.objectRef?.subresource ? `/${e.objectRef.subresource}` : ''} ${e.responseStatus?.code ?? ''}`,
+        )
+      expect(calls.filter((c) => /^(list|watch) /.test(c))).toEqual([])
+      // (The test's own GETs with this token waited for the binding, 403 at first.)
+      expect(calls.filter((c) => !/^(get nodes|patch nodes\/status) /.test(c))).toEqual([])
+      expect(calls).toContain('patch nodes/status 200')
     }, 90_000)
   },
 )

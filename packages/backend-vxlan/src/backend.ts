@@ -9,10 +9,12 @@ import {
   type Network,
   type NetworkConfig,
   type RegisterOptions,
+  type StoredAttrs,
 } from '@flannel/core'
 import {
   FLANNEL_ROUTE_PROTOCOL,
   NetlinkHostNetwork,
+  normalizeMac,
   runCommand,
   vxlanMaxMtu,
   type AddressFamily,
@@ -108,6 +110,12 @@ export class VxlanBackend implements Backend {
     const created: number[] = []
     const planes: LocalPlane[] = []
     let lease: Lease | undefined
+    // flanneld's GetStoredMacAddresses: a device created now takes the MAC
+    // this host published before (kube mode), so peers' entries stay right.
+    const stored =
+      families.length > 0
+        ? await this.ctx.registry.storedAttrs?.({ signal: opts.signal })
+        : undefined
     try {
       for (const { family, local } of families) {
         const name = deviceName(vx.vni, family)
@@ -129,9 +137,13 @@ export class VxlanBackend implements Backend {
           // option above the interface's); the repair loop keeps the device there.
           mtu: Math.min(mtu, vxlanMaxMtu(ext.mtu, local)),
         }
+        const storedMac = this.storedMac(stored, family, name)
+        if (storedMac !== undefined) {
+          this.logger.info({ device: name }, `Interface ${name} mac address set to: ${storedMac}`)
+        }
         const { link, created: isNew } = await ensureDevice(
           host,
-          { ...spec, mac: randomVtepMac() },
+          { ...spec, mac: storedMac ?? randomVtepMac() },
           this.logger,
         )
         if (isNew) created.push(link.index)
@@ -215,6 +227,34 @@ export class VxlanBackend implements Backend {
       tuneDevice,
       startWarnings: warnings,
     })
+  }
+
+  /**
+   * The `VtepMAC` of `family` in the stored backend data, when it is a
+   * unicast MAC; anything else is logged and ignored (a random MAC is used).
+   */
+  private storedMac(
+    stored: StoredAttrs | undefined,
+    family: AddressFamily,
+    device: string,
+  ): string | undefined {
+    const data = family === 'inet' ? stored?.backendData : stored?.backendV6Data
+    const mac = (data as { VtepMAC?: unknown } | null | undefined)?.VtepMAC
+    if (mac === undefined) return undefined
+    try {
+      if (typeof mac !== 'string') throw new Error(`not a string: ${JSON.stringify(mac)}`)
+      const normal = normalizeMac(mac, 'VtepMAC')
+      if ((parseInt(normal.slice(0, 2), 16) & 1) === 1 || normal === '00:00:00:00:00:00') {
+        throw new Error(`${normal} is not a unicast address`)
+      }
+      return normal
+    } catch (error) {
+      this.logger.warn(
+        { device, err: error },
+        `ignoring the stored VtepMAC for ${device}: ${(error as Error).message}`,
+      )
+      return undefined
+    }
   }
 
   private async disableAcceptRa(name: string): Promise<void> {

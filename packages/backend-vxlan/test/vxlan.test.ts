@@ -11,6 +11,7 @@ import {
   type LeaseEvent,
   type NetworkConfig,
   type NetworkEvent,
+  type StoredAttrs,
   type SubnetRegistry,
 } from '@flannel/core'
 import { MemoryHostNetwork } from '@flannel/linux'
@@ -23,6 +24,9 @@ class FixedLeaseRegistry implements SubnetRegistry {
   readonly acquired: LeaseAttrs[] = []
   readonly released: Lease[] = []
   failWith: unknown
+  /** What `storedAttrs()` gives (kube mode: the own Node's annotations). */
+  stored: StoredAttrs | undefined
+  storedReads = 0
   constructor(
     private readonly config: NetworkConfig,
     private readonly subnet = '10.244.1.0/24',
@@ -49,6 +53,10 @@ class FixedLeaseRegistry implements SubnetRegistry {
   }
   watchLeases(): Observable<never> {
     return NEVER
+  }
+  async storedAttrs(): Promise<StoredAttrs | undefined> {
+    this.storedReads++
+    return this.stored
   }
   async close(): Promise<void> {}
 }
@@ -282,6 +290,47 @@ describe('VxlanBackend registration', () => {
     const link = (await r2.host.getLink('flannel.1'))!
     expect(link.vxlan!.vni).toBe(1)
     expect(link.mac).not.toBe(MAC_C)
+  })
+
+  it("creates flannel.1 with the VtepMAC of the stored backend data (flanneld's GetStoredMacAddresses)", async () => {
+    const r = await rig()
+    r.registry.stored = {
+      backendType: 'vxlan',
+      backendData: { VNI: 1, VtepMAC: '0A:58:0a:f4:01:00' },
+    }
+    await r.start()
+    expect(r.registry.storedReads).toBe(1)
+    expect((await r.host.getLink('flannel.1'))!.mac).toBe('0a:58:0a:f4:01:00')
+    expect(encodeLeaseAttrs(r.registry.acquired[0]!)).toBe(
+      '{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:00"}}',
+    )
+  })
+
+  it('keeps an existing compatible device with its own MAC over the stored one, as flanneld', async () => {
+    const r = await rig()
+    await r.host.createVxlanLink({
+      name: 'flannel.1',
+      vni: 1,
+      local: '192.0.2.1',
+      lowerIndex: r.ext.index,
+      mac: MAC_C,
+    })
+    r.registry.stored = { backendData: { VNI: 1, VtepMAC: '0a:58:0a:f4:01:00' } }
+    await r.start()
+    expect((await r.host.getLink('flannel.1'))!.mac).toBe(MAC_C)
+    expect(r.registry.acquired[0]!.backendData).toEqual({ VNI: 1, VtepMAC: MAC_C })
+  })
+
+  it('takes a random MAC when the stored one is multicast, zero or not a MAC', async () => {
+    for (const bad of ['01:00:5e:00:00:01', '00:00:00:00:00:00', 'not-a-mac', 42]) {
+      const r = await rig()
+      r.registry.stored = { backendData: { VNI: 1, VtepMAC: bad } }
+      await r.start()
+      const mac = (await r.host.getLink('flannel.1'))!.mac!
+      expect(mac).not.toBe(bad)
+      expect(parseInt(mac.slice(0, 2), 16) & 3).toBe(2)
+      r.stop()
+    }
   })
 
   it.skipIf(dualStackSkip !== undefined)(

@@ -422,6 +422,22 @@ describe('Agent stop', () => {
     expect(backend?.active).toBe(0)
   })
 
+  it('keeps running when the own lease goes from a registry that never revokes leases (kube mode), watching only for the network', async () => {
+    Object.assign(registry, { revokesLeases: false })
+    const agent = makeAgent()
+    const { events, result } = start(agent)
+    await waitFor(() => agent.status === 'running')
+    // One watch: the network's peers; none for the own lease.
+    expect(registry.watchers.size).toBe(1)
+    registry.remove(agent.lease!.subnet.toString())
+    registry.addPeer('10.5.9.0/24', '192.0.2.9')
+    await settle()
+    expect(result.error).toBeUndefined()
+    expect(agent.status).toBe('running')
+    const peers = events.filter((e) => e.type === 'peers')
+    expect(peers.at(-1)).toMatchObject({ known: 1 })
+  })
+
   it('unsubscribe stops timers, watches and the network run, and keeps lease and subnet.env', async () => {
     const agent = makeAgent()
     start(agent)

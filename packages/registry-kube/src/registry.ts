@@ -5,6 +5,7 @@ import {
   AbortError,
   ConfigError,
   FlannelError,
+  decodeBackendData,
   encodeLeaseAttrs,
   isFlannelError,
   parseNetworkConfig,
@@ -17,6 +18,7 @@ import {
   type LeaseEvent,
   type Logger,
   type NetworkConfig,
+  type StoredAttrs,
   type SubnetRegistry,
 } from '@flannel/core'
 import {
@@ -79,6 +81,8 @@ export class KubeRegistry implements SubnetRegistry {
   private readonly raw: KubeRegistryOptions
   private readonly keys: AnnotationKeys
   private readonly logger: Logger
+  /** Kube leases are podCIDRs without TTL: nothing revokes them (the Agent does not watch its own). */
+  readonly revokesLeases = false
   private readonly closeController = new AbortController()
   private clientPromise: Promise<KubeClient> | undefined
   private configPromise: Promise<NetworkConfig> | undefined
@@ -256,6 +260,41 @@ export class KubeRegistry implements SubnetRegistry {
     const publicIP = a[this.keys.nodePublicIP] || undefined
     const publicIPv6 = a[this.keys.nodePublicIPv6] || undefined
     return { ...(publicIP ? { publicIP } : {}), ...(publicIPv6 ? { publicIPv6 } : {}) }
+  }
+
+  /**
+   * The backend type and data this host's Node carries (one GET, as
+   * flanneld's `GetStoredMacAddresses` when the vxlan backend starts): the
+   * vxlan backend gives a device it creates the `VtepMAC` found here, so a
+   * restart after a reboot keeps the published MAC. Read with the normalised
+   * prefix (flanneld builds these keys from the raw prefix and so misses
+   * them for any prefix with a `/`). A failed GET is logged
+   * (`Failed to get node for backend data: ...`) and gives undefined.
+   */
+  async storedAttrs(opts: CallOptions = {}): Promise<StoredAttrs | undefined> {
+    const signal = this.signalFor(opts.signal)
+    const name = await this.nodeName({ signal })
+    let node: NodeObject
+    try {
+      node = await (await this.client()).call<NodeObject>(this.getNodeRequest(name), signal)
+    } catch (err) {
+      if (err instanceof AbortError || signal.aborted) throw err
+      this.logger.error({ err }, `Failed to get node for backend data: ${(err as Error).message}`)
+      return undefined
+    }
+    const a = node.metadata?.annotations ?? {}
+    this.logger.info({ node: name, annotations: a }, `List of node(${name}) annotations`)
+    const backendType = a[this.keys.backendType]
+    const backendData = decodeBackendData(a[this.keys.backendData])
+    const backendV6Data = decodeBackendData(a[this.keys.backendV6Data])
+    if (backendType === undefined && backendData === undefined && backendV6Data === undefined) {
+      return undefined
+    }
+    return {
+      ...(backendType === undefined ? {} : { backendType }),
+      ...(backendData === undefined ? {} : { backendData }),
+      ...(backendV6Data === undefined ? {} : { backendV6Data }),
+    }
   }
 
   /**

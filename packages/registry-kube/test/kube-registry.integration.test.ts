@@ -116,6 +116,19 @@ describe.skipIf(missing !== undefined)(
       expect(await registry(node).getStoredPublicIP()).toEqual({ publicIP: '198.51.100.10' })
     })
 
+    it("storedAttrs() reads back what this Node carries (the vxlan backend's MAC on restart), undefined on a bare Node", async () => {
+      const node = name()
+      await api.createNode(node, '10.244.30.0/24')
+      const r = registry(node)
+      expect(await r.storedAttrs()).toBeUndefined()
+      await r.acquireLease(attrs(30, '0a:58:0a:f4:1e:00'))
+      expect(await registry(node).storedAttrs()).toEqual({
+        backendType: 'vxlan',
+        backendData: { VNI: 1, VtepMAC: '0a:58:0a:f4:1e:00' },
+      })
+      expect(r.revokesLeases).toBe(false)
+    })
+
     it('a custom prefix: every key under it, peers read with it', async () => {
       const node = name()
       await api.createNode(node, '10.244.11.0/24')

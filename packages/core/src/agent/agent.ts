@@ -121,7 +121,9 @@ export type AgentEvent =
  * every `renewRetryMs` on failure) and fails with {@link LeaseRevokedError}
  * when the own lease is deleted while the config remains. When the config is
  * gone too (a wipe), it keeps the data plane, waits for the config and takes
- * the same subnet back ({@link handleLeaseLoss}).
+ * the same subnet back ({@link handleLeaseLoss}). A registry that never
+ * revokes leases (`revokesLeases: false`, as in kube mode) is not watched for
+ * the own lease at all.
  *
  * @example
  * ```ts
@@ -326,7 +328,8 @@ export class Agent {
           this.statusSubject.next('running')
           emit({ type: 'ready', lease: network.lease, mtu: network.mtu })
           runNetwork(network, started.config)
-          monitorOwnLease(network.lease)
+          // flanneld's kube mode has no lease to lose (main.go: no MonitorLease).
+          if (this.options.registry.revokesLeases !== false) monitorOwnLease(network.lease)
           scheduleRenew()
         })
         .catch(fail)

@@ -1,4 +1,4 @@
-export type { AcquireOptions, CallOptions, SubnetRegistry } from './types.js'
+export type { AcquireOptions, CallOptions, StoredAttrs, SubnetRegistry } from './types.js'
 export {
   ALLOCATION_CANDIDATES,
   chooseSubnet,

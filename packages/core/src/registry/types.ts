@@ -39,6 +39,32 @@ export interface SubnetRegistry {
    * Unsubscribing stops everything it started.
    */
   watchLeases(): Observable<LeaseEvent[]>
+  /**
+   * `false` when this registry never revokes a lease (flanneld's kube mode:
+   * the lease is the Node's podCIDR, without TTL or renewal). The Agent then
+   * does not watch its own lease, so a deleted own Node leaves it running as
+   * it leaves flanneld running (main.go calls `MonitorLease` only outside kube
+   * mode). Absent means `true`.
+   */
+  readonly revokesLeases?: boolean | undefined
+  /**
+   * What this host published the last time, where the registry keeps it
+   * apart from the lease (kube mode: the own Node's annotations). The vxlan
+   * backend gives a device it creates the `VtepMAC` found here, as
+   * flanneld's `GetStoredMacAddresses`. Optional; resolves to undefined when
+   * nothing is known or the read failed (the failure is logged), and rejects
+   * only on abort.
+   */
+  storedAttrs?(opts?: CallOptions): Promise<StoredAttrs | undefined>
   /** Releases connections and timers. The registry is unusable afterwards. */
   close(): Promise<void>
+}
+
+/** The attributes a host published before, as {@link SubnetRegistry.storedAttrs} reads them. */
+export interface StoredAttrs {
+  readonly backendType?: string | undefined
+  /** Decoded `BackendData` (e.g. `{ VNI: 1, VtepMAC: '...' }`), undefined when absent or `null`. */
+  readonly backendData?: unknown
+  /** Decoded `BackendV6Data`. */
+  readonly backendV6Data?: unknown
 }
