@@ -436,6 +436,11 @@ describe('Agent stop', () => {
     expect(agent.status).toBe('running')
     const peers = events.filter((e) => e.type === 'peers')
     expect(peers.at(-1)).toMatchObject({ known: 1 })
+    // Nothing is held back after the own lease went: a peer's removal reaches
+    // the network, as for flanneld whose own Node was deleted.
+    registry.remove('10.5.9.0/24')
+    await settle()
+    expect(events.filter((e) => e.type === 'peers').at(-1)).toMatchObject({ known: 0 })
   })
 
   it('unsubscribe stops timers, watches and the network run, and keeps lease and subnet.env', async () => {

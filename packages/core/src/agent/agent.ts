@@ -1,4 +1,4 @@
-import { BehaviorSubject, Observable, Subscription, tap } from 'rxjs'
+import { BehaviorSubject, identity, Observable, Subscription, tap } from 'rxjs'
 import type { NetworkConfig } from '../config/types.js'
 import {
   InvalidArgumentError,
@@ -295,8 +295,12 @@ export class Agent {
       const runNetwork = (network: Network, config: NetworkConfig): void => {
         const own = network.lease
         const known = new Map<string, Lease>()
+        // Holding peers' removals is for a lost own lease that ends the agent
+        // or is taken back; a registry that never revokes (kube mode: a
+        // deleted own Node changes nothing) passes every removal, as flanneld.
+        const revokes = this.options.registry.revokesLeases !== false
         const peers$ = this.options.registry.watchLeases().pipe(
-          holdPeerRemovalsWhileOwnLeaseIsGone(own),
+          revokes ? holdPeerRemovalsWhileOwnLeaseIsGone(own) : identity,
           withoutOwnLease(own, {
             config,
             onIgnored: (lease, reason) =>
