@@ -20,7 +20,7 @@
  *   pnpm --filter @flannel/bench kube-startup [--runs 5] [--nodes 1000] [--convergence-runs 3]
  */
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { etcdMissingReason, startEtcd, type EtcdServer } from '@flannel/testkit/etcd'
 import { Flanneld, findFlanneld } from '@flannel/testkit/flanneld'
@@ -253,6 +253,7 @@ async function main(): Promise<void> {
       `kube-startup: vxlan, one namespace host per run, etcd ${etcd.endpoints[0]} and kube-apiserver in the switch namespace; ` +
         `flannel-agent from ${agentCli().from}; flanneld: ${flanneldBin ?? 'none'}`,
     )
+    console.log(`load average at start: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`)
     if (flanneldBin === undefined) console.log('flanneld rows: skipped (no flanneld binary)')
     if (kubeMissing !== undefined) console.log(`kube rows: skipped (${kubeMissing})`)
 
@@ -310,6 +311,7 @@ async function main(): Promise<void> {
         `| ${impl === 'ours' ? 'flannel-agent' : 'flanneld v0.28.10'} | ${fmt(row.env)} | ${fmt(row.all)} | ${median(row.rss).toFixed(0)} |`,
       )
     }
+    console.log(`load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`)
   } finally {
     await api?.stop()
     await etcd?.stop()
