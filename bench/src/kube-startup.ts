@@ -253,7 +253,11 @@ async function main(): Promise<void> {
       `kube-startup: vxlan, one namespace host per run, etcd ${etcd.endpoints[0]} and kube-apiserver in the switch namespace; ` +
         `flannel-agent from ${agentCli().from}; flanneld: ${flanneldBin ?? 'none'}`,
     )
-    console.log(`load average at start: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`)
+    console.log(
+      `load average at start: ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}`,
+    )
     if (flanneldBin === undefined) console.log('flanneld rows: skipped (no flanneld binary)')
     if (kubeMissing !== undefined) console.log(`kube rows: skipped (${kubeMissing})`)
 
@@ -311,7 +315,11 @@ async function main(): Promise<void> {
         `| ${impl === 'ours' ? 'flannel-agent' : 'flanneld v0.28.10'} | ${fmt(row.env)} | ${fmt(row.all)} | ${median(row.rss).toFixed(0)} |`,
       )
     }
-    console.log(`load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`)
+    console.log(
+      `load average at the end: ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}`,
+    )
   } finally {
     await api?.stop()
     await etcd?.stop()
