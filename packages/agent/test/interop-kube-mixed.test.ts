@@ -193,10 +193,15 @@ describe.skipIf(skip !== undefined)(
         },
       )
       agent = proc
-      const written = await waitUntil(async () => {
-        if (proc.exitCode !== undefined) throw new Error(`flannel-agent exited: ${proc.stderr()}`)
-        return await readFile(ours.subnetFile, 'utf8').catch(() => '')
-      }, 60_000)
+      // (waitUntil swallows a probe's error, so an exit ends the wait by a value)
+      const written = await waitUntil(
+        async () =>
+          proc.exitCode !== undefined || (await readFile(ours.subnetFile, 'utf8').catch(() => '')),
+        60_000,
+      )
+      if (proc.exitCode !== undefined) {
+        throw new Error(`flannel-agent exited (${proc.exitCode}):\n${proc.stderr()}`)
+      }
       if (!written) throw new Error(`no subnet.env from flannel-agent:\n${proc.stderr()}`)
     }
 
