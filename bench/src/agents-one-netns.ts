@@ -16,15 +16,15 @@
  * (`pnpm -s build`; 100 processes from source through tsx need about twice
  * the memory and start-up CPU), else from source.
  */
-import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { etcdMissingReason, startEtcd, type EtcdServer } from '@flannel/testkit/etcd'
 import { Flanneld, Netns, findFlanneld, runPrefix } from '@flannel/testkit/flanneld'
 import { netnsSkipReason } from '@flannel/testkit/netns'
 import { spawnProcess, type ManagedProcess } from '@flannel/testkit/proc'
+import { agentCli } from './agent-cli.js'
+import { rssMiB } from './stats.js'
 
 const args = process.argv.slice(2)
 const N = Number(args.find((a) => /^\d+$/.test(a)) ?? 100)
@@ -32,9 +32,6 @@ const IP_MASQ = args.includes('--ip-masq')
 const AGENTS_ONLY = args.includes('--agents-only')
 const CONFIG = '{"Network":"10.64.0.0/12","Backend":{"Type":"alloc"}}'
 const DEADLINE_MS = 300_000
-
-const DIST_CLI = fileURLToPath(new URL('../../packages/agent/dist/cli.js', import.meta.url))
-const SOURCE_CLI = fileURLToPath(new URL('../../packages/agent/src/cli.ts', import.meta.url))
 
 /** A started process of either kind, as far as this bench looks at it. */
 interface Started {
@@ -81,16 +78,6 @@ function lastLine(text: string): string {
   }
 }
 
-async function rssMiB(pid: number | undefined): Promise<number | undefined> {
-  if (pid === undefined) return undefined
-  try {
-    const status = await readFile(`/proc/${pid}/status`, 'utf8')
-    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024
-  } catch {
-    return undefined
-  }
-}
-
 async function exists(path: string): Promise<boolean> {
   try {
     await readFile(path)
@@ -102,15 +89,12 @@ async function exists(path: string): Promise<boolean> {
 
 function startAgent(ns: string, etcd: EtcdServer, prefix: string, dir: string, i: number): Started {
   const subnetFile = join(dir, `agent-${i}.env`)
-  const cli = existsSync(DIST_CLI)
-    ? [DIST_CLI]
-    : ['--conditions=@flannel/source', '--import', 'tsx', SOURCE_CLI]
   const proc: ManagedProcess = spawnProcess('ip', [
     'netns',
     'exec',
     ns,
     process.execPath,
-    ...cli,
+    ...agentCli().args,
     `--etcd-endpoints=${etcd.endpoints.join(',')}`,
     `--etcd-prefix=${prefix}`,
     '--iface=br0',
@@ -255,7 +239,7 @@ async function main(): Promise<void> {
     etcd = await startEtcd({ netns: ns.name })
     const server = etcd
     const results: Result[] = []
-    const agentFrom = existsSync(DIST_CLI) ? 'dist' : 'source (tsx)'
+    const agentFrom = agentCli().from
     console.log(
       `${N} processes at once in one namespace, one etcd, alloc, distinct --public-ip${IP_MASQ ? ', --ip-masq' : ''}; flannel-agent from ${agentFrom}`,
     )

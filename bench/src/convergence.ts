@@ -8,7 +8,7 @@
  *
  *   pnpm --filter @flannel/bench convergence [N ...]   (default 1000 5000)
  */
-import { readFile, writeFile, rm } from 'node:fs/promises'
+import { writeFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -16,11 +16,12 @@ import { etcdMissingReason } from '@flannel/testkit/etcd'
 import {
   createTopology,
   netnsSkipReason,
-  nsExec,
   startCluster,
   sweepStaleNamespaces,
 } from '@flannel/testkit/netns'
 import { spawnProcess } from '@flannel/testkit/proc'
+import { rssMiB } from './stats.js'
+import { vxlanEntryCounts } from './vxlan-entries.js'
 
 const WRITER = fileURLToPath(new URL('./convergence-writer.ts', import.meta.url))
 const sizes = process.argv
@@ -29,23 +30,9 @@ const sizes = process.argv
   .filter((n) => n > 0)
 const NS = sizes.length > 0 ? sizes : [1000, 5000]
 
-async function counts(ns: string): Promise<{ routes: number; neigh: number; fdb: number }> {
-  const lines = async (cmd: string, args: string[]) =>
-    (await nsExec(ns, cmd, args)).split('\n').filter((l) => l.trim() !== '').length
-  const [routes, neigh, fdb] = await Promise.all([
-    lines('ip', ['route', 'show', 'dev', 'flannel.1', 'proto', '70']),
-    lines('ip', ['neigh', 'show', 'dev', 'flannel.1', 'nud', 'permanent']),
-    lines('bridge', ['fdb', 'show', 'dev', 'flannel.1']),
-  ])
-  return { routes, neigh, fdb }
-}
-
-async function rssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8')
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024
-}
-
-async function agentRun(n: number): Promise<{ totalMs: number; afterLastMs: number; rss: number }> {
+async function agentRun(
+  n: number,
+): Promise<{ totalMs: number; afterLastMs: number; rss: number | undefined }> {
   const cluster = await startCluster({
     hosts: 1,
     config: JSON.stringify({ Network: '10.0.0.0/8', Backend: { Type: 'vxlan' } }),
@@ -69,7 +56,7 @@ async function agentRun(n: number): Promise<{ totalMs: number; afterLastMs: numb
     let done = 0
     const deadline = Date.now() + 120_000
     for (;;) {
-      const c = await counts(host.ns)
+      const c = await vxlanEntryCounts(host.ns)
       if (c.routes >= n && c.neigh >= n && c.fdb >= n) {
         done = Date.now()
         break
@@ -158,5 +145,5 @@ console.log('|---|---|---|---|---|')
 for (const n of NS) {
   const a = await agentRun(n)
   const b = await baselineRun(n)
-  console.log(`| ${n} | ${a.totalMs} | ${a.afterLastMs} | ${a.rss.toFixed(0)} | ${b} |`)
+  console.log(`| ${n} | ${a.totalMs} | ${a.afterLastMs} | ${a.rss?.toFixed(0) ?? '-'} | ${b} |`)
 }

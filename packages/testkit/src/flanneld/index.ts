@@ -296,13 +296,25 @@ export async function linkNamespaces(
 // ---------------------------------------------------------------------------
 // flanneld
 
-/** How to run one flanneld. */
-export interface FlanneldOptions {
+/** What every way of running flanneld shares. */
+interface FlanneldCommonOptions {
   /**
    * Namespace to run in (required: flanneld never runs in the host namespace):
    * a {@link Netns}, or any namespace a test built, by name.
    */
   readonly netns: Pick<Netns, 'name'>
+  /**
+   * Environment variables on top of `PATH` (flanneld gets nothing else from
+   * the test process), e.g. `NODE_NAME`, `POD_NAME`, `POD_NAMESPACE` in kube
+   * mode or `FLANNELD_<FLAG>` values.
+   */
+  readonly env?: Readonly<Record<string, string>>
+  /** Binary; default {@link findFlanneld}. */
+  readonly bin?: string
+}
+
+/** flanneld in etcd mode: the etcd, interface and subnet-file flags are built from these. */
+export interface FlanneldEtcdOptions extends FlanneldCommonOptions {
   /** etcd endpoint reachable from the namespace (`InteropEtcd.socketEndpoint`). */
   readonly etcdEndpoint: string
   /** `--etcd-prefix` (default `/coreos.com/network`). */
@@ -317,8 +329,32 @@ export interface FlanneldOptions {
   readonly ipMasq?: boolean
   /** Further flags, e.g. `--iptables-forward-rules=false`. */
   readonly extraArgs?: readonly string[]
-  /** Binary; default {@link findFlanneld}. */
-  readonly bin?: string
+}
+
+/**
+ * flanneld with exactly this command line (nothing is added), e.g. kube mode:
+ * `['--kube-subnet-mgr', '--kubeconfig-file=...', '--net-config-path=...', ...]`
+ * with `env: { NODE_NAME: ... }`.
+ */
+export interface FlanneldArgsOptions extends FlanneldCommonOptions {
+  /** Every argument after the binary. */
+  readonly args: readonly string[]
+}
+
+/** How to run one flanneld: etcd mode from typed options, or any command line. */
+export type FlanneldOptions = FlanneldEtcdOptions | FlanneldArgsOptions
+
+function flanneldArgs(opts: FlanneldOptions): string[] {
+  if ('args' in opts) return [...opts.args]
+  return [
+    `--etcd-endpoints=${opts.etcdEndpoint}`,
+    `--etcd-prefix=${opts.etcdPrefix ?? '/coreos.com/network'}`,
+    `--iface=${opts.iface}`,
+    `--subnet-file=${opts.subnetFile}`,
+    `--ip-masq=${opts.ipMasq === true ? 'true' : 'false'}`,
+    ...(opts.publicIp !== undefined ? [`--public-ip=${opts.publicIp}`] : []),
+    ...(opts.extraArgs ?? []),
+  ]
 }
 
 /** A running (or finished) flanneld with its log. */
@@ -345,23 +381,17 @@ export class Flanneld {
     )
   }
 
-  /** Starts flanneld inside `opts.netns`. */
+  /**
+   * Starts flanneld inside `opts.netns`: etcd mode from {@link FlanneldEtcdOptions},
+   * or exactly `opts.args` ({@link FlanneldArgsOptions}); `opts.env` is added to `PATH`.
+   */
   static start(opts: FlanneldOptions): Flanneld {
     const bin = opts.bin ?? findFlanneld()
     if (bin === undefined) throw new Error('no flanneld binary')
-    const args = [
-      `--etcd-endpoints=${opts.etcdEndpoint}`,
-      `--etcd-prefix=${opts.etcdPrefix ?? '/coreos.com/network'}`,
-      `--iface=${opts.iface}`,
-      `--subnet-file=${opts.subnetFile}`,
-      `--ip-masq=${opts.ipMasq === true ? 'true' : 'false'}`,
-      ...(opts.publicIp !== undefined ? [`--public-ip=${opts.publicIp}`] : []),
-      ...(opts.extraArgs ?? []),
-    ]
     // `ip netns exec` execs the binary, so the child's pid is flanneld's own.
-    const child = spawn('ip', ['netns', 'exec', opts.netns.name, bin, ...args], {
+    const child = spawn('ip', ['netns', 'exec', opts.netns.name, bin, ...flanneldArgs(opts)], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...opts.env },
     })
     return new Flanneld(child)
   }
