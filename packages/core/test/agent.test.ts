@@ -427,8 +427,9 @@ describe('Agent stop', () => {
     const agent = makeAgent()
     const { events, result } = start(agent)
     await waitFor(() => agent.status === 'running')
-    // One watch: the network's peers; none for the own lease.
+    // One watch: the network's peers; none for the own lease, and no renewal.
     expect(registry.watchers.size).toBe(1)
+    expect(timers.count).toBe(0)
     registry.remove(agent.lease!.subnet.toString())
     registry.addPeer('10.5.9.0/24', '192.0.2.9')
     await settle()

@@ -332,9 +332,12 @@ export class Agent {
           this.statusSubject.next('running')
           emit({ type: 'ready', lease: network.lease, mtu: network.mtu })
           runNetwork(network, started.config)
-          // flanneld's kube mode has no lease to lose (main.go: no MonitorLease).
-          if (this.options.registry.revokesLeases !== false) monitorOwnLease(network.lease)
-          scheduleRenew()
+          // flanneld's kube mode has no lease to lose or renew (main.go: no
+          // MonitorLease; RenewLease is not implemented there).
+          if (this.options.registry.revokesLeases !== false) {
+            monitorOwnLease(network.lease)
+            scheduleRenew()
+          }
         })
         .catch(fail)
 

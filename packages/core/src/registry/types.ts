@@ -42,7 +42,7 @@ export interface SubnetRegistry {
   /**
    * `false` when this registry never revokes a lease (flanneld's kube mode:
    * the lease is the Node's podCIDR, without TTL or renewal). The Agent then
-   * does not watch its own lease, so a deleted own Node leaves it running as
+   * neither renews nor watches its own lease, so a deleted own Node leaves it running as
    * it leaves flanneld running (main.go calls `MonitorLease` only outside kube
    * mode). Absent means `true`.
    */
