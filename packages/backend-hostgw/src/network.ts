@@ -7,7 +7,7 @@ import type {
   NetworkConfig,
   NetworkEvent,
 } from '@flannel/core'
-import { withoutOwnLease } from '@flannel/core'
+import { leaseKey, withoutOwnLease } from '@flannel/core'
 import {
   isNetlinkError,
   normalizeCidr,
@@ -108,6 +108,7 @@ class RouteKeeper extends ReconcileLoop {
           lease: event.lease,
           reason: `Ignoring non-host-gw subnet: type=${event.lease.attrs.backendType ?? ''}`,
         })
+        if (event.type === 'added') await this.dropReplaced(event.lease, new Set())
         continue
       }
       if (event.type === 'added') await this.addLease(event.lease)
@@ -155,6 +156,7 @@ class RouteKeeper extends ReconcileLoop {
       if (result === 'off-link') ignored = true
       else if (result !== 'ok') failed = result.error
     }
+    await this.dropReplaced(lease, new Set(routes.map((r) => routeKey(r.family, r.dst))))
     if (failed !== undefined) this.emit({ type: 'failed', action: 'add', lease, error: failed })
     else if (!ignored && routes.length > 0) this.emit({ type: 'applied', action: 'add', lease })
   }
@@ -183,6 +185,40 @@ class RouteKeeper extends ReconcileLoop {
     } catch (error) {
       this.init.logger.error({ err: error, subnet: route.dst }, 'failed to add route')
       return { error }
+    }
+  }
+
+  /**
+   * Deletes the routes an earlier value of the same lease key put in and the
+   * new value (routes `keep`) no longer wants. A PUT can turn a peer's value
+   * into one this network does not use (another backend type, no PublicIP,
+   * one family fewer): the new value replaces the old, and the key's later
+   * removal carries the new value, which names no route, so the old route
+   * would stay with nobody owning it. (flanneld keeps it until it restarts.)
+   */
+  private async dropReplaced(lease: Lease, keep: ReadonlySet<string>): Promise<void> {
+    const id = leaseKey(lease)
+    const dsts: [AddressFamily, string][] = [['inet', lease.subnet.toString()]]
+    if (lease.ipv6Subnet) dsts.push(['inet6', normalizeCidr(lease.ipv6Subnet.toString())])
+    for (const [family, dst] of dsts) {
+      const key = routeKey(family, dst)
+      const current = this.wanted.get(key)
+      if (keep.has(key) || current === undefined || leaseKey(current.lease) !== id) continue
+      this.wanted.delete(key)
+      this.reportedOffLink.delete(key)
+      const { route } = current
+      try {
+        await this.init.host.deleteRoute({
+          family,
+          dst,
+          gateway: route.gateway,
+          linkIndex: route.linkIndex,
+        })
+        this.emit({ type: 'applied', action: 'remove', lease: current.lease })
+      } catch (error) {
+        if (isNetlinkError(error, 'ESRCH')) continue
+        this.emit({ type: 'failed', action: 'remove', lease: current.lease, error })
+      }
     }
   }
 

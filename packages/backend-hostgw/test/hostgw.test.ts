@@ -258,6 +258,29 @@ describe('HostGwNetwork.run', () => {
     })
   })
 
+  it('drops a peer route when its lease is replaced by a value host-gw does not use, so the later removal leaves nothing behind', async () => {
+    const r = await rig()
+    const own = peer('10.244.2.0/24', '192.0.2.2')
+    const retyped = peer('10.244.2.0/24', '192.0.2.22', 'vxlan')
+    const unaddressed = peer('10.244.3.0/24', '')
+    r.events$.next([
+      { type: 'added', lease: own },
+      { type: 'added', lease: peer('10.244.3.0/24', '192.0.2.3') },
+    ])
+    r.events$.next([
+      { type: 'added', lease: retyped },
+      { type: 'added', lease: unaddressed },
+    ])
+    await settle()
+    expect(await r.host.listRoutes({ protocol: FLANNEL_ROUTE_PROTOCOL })).toEqual([])
+    r.events$.next([
+      { type: 'removed', lease: retyped },
+      { type: 'removed', lease: unaddressed },
+    ])
+    await settle()
+    expect(await r.host.listRoutes({ protocol: FLANNEL_ROUTE_PROTOCOL })).toEqual([])
+  })
+
   it('ignores leases of other backends, added and removed', async () => {
     const r = await rig()
     const lease = peer('10.244.3.0/24', '192.0.2.3', 'vxlan')

@@ -7,7 +7,7 @@ import type {
   NetworkConfig,
   NetworkEvent,
 } from '@flannel/core'
-import { withoutOwnLease } from '@flannel/core'
+import { leaseKey, withoutOwnLease } from '@flannel/core'
 import {
   isNetlinkError,
   normalizeCidr,
@@ -136,6 +136,7 @@ class PeerKeeper extends ReconcileLoop {
         const reason = `ignoring non-vxlan v4Subnet=${lease.subnet.toString()}: type=${lease.attrs.backendType ?? ''}`
         this.init.logger.info({ subnet: lease.subnet.toString() }, reason)
         this.emit({ type: 'ignored', lease, reason })
+        if (event.type === 'added') await this.dropReplaced(lease, new Set())
         continue
       }
       if (event.type === 'added') await this.addLease(lease)
@@ -151,16 +152,19 @@ class PeerKeeper extends ReconcileLoop {
   private async addLease(lease: Lease): Promise<void> {
     let failed: unknown
     let applied = 0
+    const keep = new Set<string>()
     for (const local of this.init.planes) {
       const read = peerPlane(lease, local.family)
       if (read === undefined) continue
       if (!read.ok) {
         this.init.logger.error({ subnet: lease.subnet.toString() }, read.reason)
         this.emit({ type: 'ignored', lease, reason: read.reason })
+        await this.dropReplaced(lease, keep)
         return
       }
       const peer = read.plane
       const key = keyOf(peer.family, peer.dst)
+      keep.add(key)
       const before = this.wanted.get(key)
       const want: Wanted = { lease, peer, direct: await this.isDirect(peer) }
       try {
@@ -179,8 +183,36 @@ class PeerKeeper extends ReconcileLoop {
         failed = error
       }
     }
+    await this.dropReplaced(lease, keep)
     if (failed !== undefined) this.emit({ type: 'failed', action: 'add', lease, error: failed })
     else if (applied > 0) this.emit({ type: 'applied', action: 'add', lease })
+  }
+
+  /**
+   * Uninstalls the entries an earlier value of the same lease key put in and
+   * the new value (entry keys `keep`) no longer wants. A PUT can turn a
+   * peer's value into one this network does not use (another backend type,
+   * no VtepMAC, one family fewer): the new value replaces the old, and the
+   * key's later removal carries the new value, which names no entries, so
+   * the old ones would stay with nobody owning them. (flanneld keeps them
+   * until it restarts.)
+   */
+  private async dropReplaced(lease: Lease, keep: ReadonlySet<string>): Promise<void> {
+    const id = leaseKey(lease)
+    for (const local of this.init.planes) {
+      const subnet = local.family === 'inet' ? lease.subnet : lease.ipv6Subnet
+      if (subnet === undefined) continue
+      const key = keyOf(local.family, normalizeCidr(subnet.toString()))
+      const current = this.wanted.get(key)
+      if (keep.has(key) || current === undefined || leaseKey(current.lease) !== id) continue
+      this.wanted.delete(key)
+      try {
+        await this.uninstall(current, local)
+        this.emit({ type: 'applied', action: 'remove', lease: current.lease })
+      } catch (error) {
+        this.emit({ type: 'failed', action: 'remove', lease: current.lease, error })
+      }
+    }
   }
 
   private async removeLease(lease: Lease): Promise<void> {

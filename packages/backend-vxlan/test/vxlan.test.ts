@@ -455,6 +455,53 @@ describe('VxlanBackend peers', () => {
     expect(await peerState(r.host)).toEqual({ neigh: [], fdb: [], routes: [] })
   })
 
+  it('uninstalls a peer whose lease is replaced by a value vxlan does not use, so the later removal leaves nothing behind', async () => {
+    const r = await rig()
+    await r.start()
+    const a = peer('10.244.3.0/24', '192.0.2.3', MAC_B)
+    const b = peer('10.244.4.0/24', '192.0.2.4', MAC_C)
+    r.events$.next([
+      { type: 'added', lease: a },
+      { type: 'added', lease: b },
+    ])
+    await r.next((e) => e.type === 'applied' && e.lease === b)
+    const retyped = peer('10.244.3.0/24', '192.0.2.3', MAC_B, { backendType: 'host-gw' })
+    const undecodable = peer('10.244.4.0/24', '192.0.2.4', MAC_C, { backendData: { VNI: 1 } })
+    r.events$.next([
+      { type: 'added', lease: retyped },
+      { type: 'added', lease: undecodable },
+    ])
+    await r
+      .next((e) => e.type === 'applied' && e.action === 'remove' && e.lease === b)
+      .catch((err) => {
+        console.log(
+          JSON.stringify(
+            r.seen.map((e) => [
+              e.type,
+              'action' in e ? e.action : '',
+              'lease' in e ? e.lease.subnet.toString() : '',
+              'reason' in e ? e.reason : '',
+            ]),
+          ),
+        )
+        throw err
+      })
+    expect(await peerState(r.host)).toEqual({ neigh: [], fdb: [], routes: [] })
+    r.events$.next([
+      { type: 'removed', lease: retyped },
+      { type: 'removed', lease: undecodable },
+    ])
+    // batches are applied in order: once a later peer is in, the removals were handled
+    const later = peer('10.244.5.0/24', '192.0.2.5', MAC_B)
+    r.events$.next([{ type: 'added', lease: later }])
+    await r.next((e) => e.type === 'applied' && e.lease === later)
+    expect(await peerState(r.host)).toEqual({
+      neigh: [`10.244.5.0 ${MAC_B} true`],
+      fdb: [`${MAC_B} 192.0.2.5 true true`],
+      routes: ['10.244.5.0/24 via 10.244.5.0 onlink=true'],
+    })
+  })
+
   it('rolls the neighbour back when the FDB entry fails, and both when the route fails', async () => {
     const r = await rig({ options: { attempts: 1 } })
     await r.start()
