@@ -5,6 +5,7 @@ import type { Ip6Net } from '../ip/ip6.js'
 import { hostBitsProblem, type SubnetKey } from '../lease/key.js'
 import type { Lease, LeaseEvent } from '../lease/types.js'
 import { leaseKey } from '../registry/reconcile.js'
+import { OwnerIndex } from './owner-index.js'
 
 /**
  * Whether `lease` lies on (part of) this host's own subnets: its IPv4 subnet
@@ -123,14 +124,11 @@ export function withoutOwnLease(
   return (events) =>
     new Observable<LeaseEvent[]>((subscriber) => {
       /** Leases passed on, by key: each owns its subnets. */
-      const owners = new Map<string, Lease>()
+      const owners = new OwnerIndex()
       /** Leases held back because they overlap an owner, by key, in arrival order. */
       const held = new Map<string, Lease>()
       let first = true
-      const ownerOverlapping = (lease: Lease): Lease | undefined => {
-        for (const owner of owners.values()) if (leasesOverlap(owner, lease)) return owner
-        return undefined
-      }
+      const ownerOverlapping = (lease: Lease): Lease | undefined => owners.overlapping(lease)
 
       return events.subscribe({
         next: (batch) => {
