@@ -469,26 +469,22 @@ class PeerKeeper extends ReconcileLoop {
       host.listRoutes({ family: local.family }),
     ])
     const mine = [...this.wanted.values()].filter((w) => w.peer.family === local.family)
+    // Lookups by value (a pass over every entry per peer made a check of N peers quadratic).
+    const k = (...parts: (string | number | undefined)[]): string => parts.join('|')
+    const neighbourSet = new Set(neighbours.map((n) => k(n.ip, n.mac)))
+    const fdbSet = new Set(fdb.map((e) => k(e.mac, e.dst)))
+    const routeSet = new Set(routes.map((r) => k(r.dst, r.gateway, r.linkIndex)))
 
     for (const w of mine) {
       if (this.stopped) return
       const { peer } = w
       const missing: string[] = []
       if (w.direct) {
-        const ok = routes.some(
-          (r) =>
-            r.dst === peer.dst && r.gateway === peer.pub && r.linkIndex === this.init.ext.index,
-        )
-        if (!ok) missing.push('route')
+        if (!routeSet.has(k(peer.dst, peer.pub, this.init.ext.index))) missing.push('route')
       } else {
-        if (!neighbours.some((n) => n.ip === peer.gw && n.mac === peer.mac))
-          missing.push('neighbour')
-        if (!fdb.some((e) => e.mac === peer.mac && e.dst === peer.pub)) missing.push('fdb')
-        if (
-          !routes.some((r) => r.dst === peer.dst && r.gateway === peer.gw && r.linkIndex === dev)
-        ) {
-          missing.push('route')
-        }
+        if (!neighbourSet.has(k(peer.gw, peer.mac))) missing.push('neighbour')
+        if (!fdbSet.has(k(peer.mac, peer.pub))) missing.push('fdb')
+        if (!routeSet.has(k(peer.dst, peer.gw, dev))) missing.push('route')
       }
       if (missing.length === 0) continue
       try {
@@ -502,14 +498,16 @@ class PeerKeeper extends ReconcileLoop {
     // Everything on our own device that no lease wants goes; elsewhere only our direct routes.
     const tunnel = mine.filter((w) => !w.direct)
     const direct = mine.filter((w) => w.direct)
+    const tunnelGws = new Set(tunnel.map((w) => w.peer.gw))
+    const tunnelFdb = new Set(tunnel.map((w) => k(w.peer.mac, w.peer.pub)))
+    const tunnelRoutes = new Set(tunnel.map((w) => k(w.peer.dst, w.peer.gw)))
+    const directRoutes = new Set(direct.map((w) => k(w.peer.dst, w.peer.pub)))
     for (const n of neighbours) {
-      if (!n.permanent || tunnel.some((w) => w.peer.gw === n.ip)) continue
+      if (!n.permanent || tunnelGws.has(n.ip)) continue
       await this.removeStale(host.deleteNeighbour({ linkIndex: dev, ip: n.ip }), 'neighbour', n.ip)
     }
     for (const e of fdb) {
-      if (e.dst === undefined || tunnel.some((w) => w.peer.mac === e.mac && w.peer.pub === e.dst)) {
-        continue
-      }
+      if (e.dst === undefined || tunnelFdb.has(k(e.mac, e.dst))) continue
       await this.removeStale(
         host.deleteFdb({ linkIndex: dev, mac: e.mac, dst: e.dst }),
         'fdb',
@@ -519,7 +517,7 @@ class PeerKeeper extends ReconcileLoop {
     for (const r of routes) {
       if (r.linkIndex === dev) {
         if (r.protocol === RTPROT_KERNEL) continue
-        if (tunnel.some((w) => w.peer.dst === r.dst && w.peer.gw === r.gateway)) continue
+        if (tunnelRoutes.has(k(r.dst, r.gateway))) continue
       } else if (
         r.linkIndex === this.init.ext.index &&
         r.protocol === routeProtocol &&
@@ -527,7 +525,7 @@ class PeerKeeper extends ReconcileLoop {
         r.gateway !== undefined &&
         inPodNetwork(config, r.dst.split('/')[0]!)
       ) {
-        if (direct.some((w) => w.peer.dst === r.dst && w.peer.pub === r.gateway)) continue
+        if (directRoutes.has(k(r.dst, r.gateway))) continue
       } else continue
       await this.removeStale(
         host.deleteRoute({
