@@ -6,6 +6,7 @@
  *   convergence-writer.ts <endpoint> <prefix> <N>
  */
 import { Etcd3 } from 'etcd3'
+import { peerLease } from './lib/peers.js'
 
 const [endpoint, prefix, count] = process.argv.slice(2)
 const n = Number(count)
@@ -13,21 +14,12 @@ const client = new Etcd3({ hosts: endpoint! })
 const lease = client.lease(3600, { autoKeepAlive: false })
 const leaseId = await lease.grant()
 
-function peer(i: number): { key: string; value: string } {
-  const third = 1 + Math.floor(i / 250)
-  const fourth = i % 250
-  const subnet = `10.${third}.${fourth}.0-24`
-  const mac = `0a:${[third >> 8, third & 255, fourth, 1, 2].map((b) => b.toString(16).padStart(2, '0')).join(':')}`
-  const value = `{"PublicIP":"198.51.100.${(i % 250) + 1}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`
-  return { key: `${prefix}/subnets/${subnet}`, value }
-}
-
 const first = Date.now()
 let next = 0
 await Promise.all(
   Array.from({ length: 64 }, async () => {
     while (next < n) {
-      const { key, value } = peer(next++)
+      const { key, value } = peerLease(prefix!, next++)
       await client.put(key).value(value).lease(leaseId)
     }
   }),

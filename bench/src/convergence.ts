@@ -8,20 +8,13 @@
  *
  *   pnpm --filter @flannel/bench convergence [N ...]   (default 1000 5000)
  */
-import { writeFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { etcdMissingReason } from '@flannel/testkit/etcd'
-import {
-  createTopology,
-  netnsSkipReason,
-  startCluster,
-  sweepStaleNamespaces,
-} from '@flannel/testkit/netns'
+import { netnsSkipReason, startCluster, sweepStaleNamespaces } from '@flannel/testkit/netns'
 import { spawnProcess } from '@flannel/testkit/proc'
 import { rssMiB } from './stats.js'
 import { vxlanEntryCounts } from './vxlan-entries.js'
+import { batchFloorMs } from './lib/kernel.js'
 
 const WRITER = fileURLToPath(new URL('./convergence-writer.ts', import.meta.url))
 const sizes = process.argv
@@ -81,56 +74,6 @@ async function agentRun(
   }
 }
 
-async function baselineRun(n: number): Promise<number> {
-  const topo = await createTopology({ hosts: 1 })
-  const dir = join(tmpdir(), `conv-${topo.prefix}`)
-  try {
-    const host = topo.hosts[0]!
-    await host.exec('ip', [
-      'link',
-      'add',
-      'flannel.1',
-      'type',
-      'vxlan',
-      'id',
-      '1',
-      'local',
-      host.underlayIp,
-      'dev',
-      'eth0',
-      'nolearning',
-    ])
-    await host.exec('ip', ['addr', 'add', '10.0.0.0/32', 'dev', 'flannel.1'])
-    await host.exec('ip', ['link', 'set', 'flannel.1', 'up'])
-    const ipLines: string[] = []
-    const fdbLines: string[] = []
-    for (let i = 0; i < n; i++) {
-      const third = 1 + Math.floor(i / 250)
-      const fourth = i % 250
-      const mac = `0a:${[third >> 8, third & 255, fourth, 1, 2].map((b) => b.toString(16).padStart(2, '0')).join(':')}`
-      ipLines.push(
-        `neigh replace 10.${third}.${fourth}.0 lladdr ${mac} dev flannel.1 nud permanent`,
-      )
-      fdbLines.push(
-        `fdb replace ${mac} dev flannel.1 dst 198.51.100.${(i % 250) + 1} self permanent`,
-      )
-      ipLines.push(
-        `route replace 10.${third}.${fourth}.0/24 via 10.${third}.${fourth}.0 dev flannel.1 onlink proto 70`,
-      )
-    }
-    await writeFile(`${dir}-ip`, ipLines.join('\n'))
-    await writeFile(`${dir}-fdb`, fdbLines.join('\n'))
-    const start = Date.now()
-    await host.exec('bridge', ['-batch', `${dir}-fdb`])
-    await host.exec('ip', ['-batch', `${dir}-ip`])
-    return Date.now() - start
-  } finally {
-    await rm(`${dir}-ip`, { force: true })
-    await rm(`${dir}-fdb`, { force: true })
-    await topo.destroy()
-  }
-}
-
 const cannot = (await netnsSkipReason()) ?? etcdMissingReason()
 if (cannot) {
   console.log(`convergence: cannot run here: ${cannot}`)
@@ -144,6 +87,6 @@ console.log(
 console.log('|---|---|---|---|---|')
 for (const n of NS) {
   const a = await agentRun(n)
-  const b = await baselineRun(n)
+  const b = await batchFloorMs(n, 70)
   console.log(`| ${n} | ${a.totalMs} | ${a.afterLastMs} | ${a.rss?.toFixed(0) ?? '-'} | ${b} |`)
 }
