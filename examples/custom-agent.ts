@@ -10,14 +10,14 @@
  */
 import { Agent } from '@flannel/core'
 import { EtcdRegistry } from '@flannel/registry-etcd'
-import { createBackend as alloc } from '@flannel/backend-alloc'
+import { alloc } from '@flannel/backend-alloc'
 
 const registry = new EtcdRegistry({
   endpoints: process.env.ETCD_ENDPOINTS ?? 'http://127.0.0.1:2379',
 })
 const agent = new Agent({
   registry,
-  backends: { alloc }, // add e.g. vxlan: (await import('@flannel/backend-vxlan')).createBackend
+  backends: [alloc()], // add e.g. vxlan() from @flannel/backend-vxlan: the config's Type picks one
   extIface: { name: 'eth0', index: 2, mtu: 1500, extAddr: process.env.PUBLIC_IP ?? '192.0.2.10' },
   subnetFile: process.env.SUBNET_FILE ?? './subnet.env',
 })

@@ -12,7 +12,7 @@
  */
 import { Agent } from '@flannel/core'
 import { KubeRegistry } from '@flannel/registry-kube'
-import { createBackend as vxlan } from '@flannel/backend-vxlan'
+import { vxlan } from '@flannel/backend-vxlan'
 import { NetlinkHostNetwork, selectExternalInterface } from '@flannel/linux'
 
 const registry = new KubeRegistry({
@@ -31,7 +31,7 @@ const extIface = await selectExternalInterface(new NetlinkHostNetwork(), {
 })
 const agent = new Agent({
   registry,
-  backends: { vxlan },
+  backends: [vxlan()],
   extIface,
   config,
   subnetFile: process.env.SUBNET_FILE ?? '/run/flannel/subnet.env',

@@ -6,6 +6,7 @@ import {
   fetchNetworkConfig,
   isFlannelError,
   type AgentTimers,
+  type BackendList,
   type BackendTable,
   type ExternalInterface,
   type Logger,
@@ -34,8 +35,11 @@ export interface AgentCommandDeps {
   readonly extIface?: ExternalInterface | undefined
   /** Install flanneld's masquerade/forward rules (`@flannel/linux` HostRules). Default true. */
   readonly hostRules?: boolean | undefined
-  /** Backends by Type; default all seven, each loaded on first use. */
-  readonly backends?: BackendTable | undefined
+  /**
+   * The backends, as a list of factories (`[alloc()]`); default all seven,
+   * each package imported only when its type is configured.
+   */
+  readonly backends?: BackendList | BackendTable | undefined
   /** Logger; default pino on stderr at the level given by `-v`. */
   readonly logger?: Logger | undefined
   /** Clock and timers for the agent (tests). */

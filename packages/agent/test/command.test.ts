@@ -4,11 +4,12 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
   MemoryRegistry,
+  isFlannelError,
   silentLogger,
   type ExternalInterface,
   type SubnetRegistry,
 } from '@flannel/core'
-import { createBackend as alloc } from '@flannel/backend-alloc'
+import { alloc } from '@flannel/backend-alloc'
 import { optionsFromFlags, startAgentCommand, type AgentCommand } from '@flannel/agent'
 import { FakeRegistry, FakeTimers } from '../../core/test/agent-fakes.js'
 
@@ -268,20 +269,42 @@ async function startAgentCommandOnFreePort(
     registry,
     extIface: ext,
     hostRules: false,
-    backends: { alloc },
+    backends: [alloc()],
     logger: silentLogger,
     timers,
   })
 }
 
 describe('BACKENDS', () => {
-  it('loads each backend package lazily and finds its createBackend', async () => {
+  it("lists one lazy factory per backend type, each creating its own package's backend", async () => {
     const { BACKENDS } = await import('@flannel/agent')
     const { lookupBackend } = await import('@flannel/core')
-    for (const type of ['alloc', 'host-gw', 'vxlan']) {
-      const entry = BACKENDS[type]
-      expect(typeof entry).toBe('object')
-      expect(typeof (await lookupBackend(type, BACKENDS))).toBe('function')
-    }
+    expect(BACKENDS.map((f) => f.type).sort()).toEqual(
+      ['ali-vpc', 'alloc', 'aws-vpc', 'gce', 'host-gw', 'udp', 'vxlan'].sort(),
+    )
+    const backend = await lookupBackend('alloc', BACKENDS).create({
+      registry: new MemoryRegistry('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}'),
+      extIface: ext,
+    })
+    expect(backend.type).toBe('alloc')
+    expect(backend.constructor.name).toBe('AllocBackend')
+  })
+
+  it('names the package when a configured backend cannot be loaded', async () => {
+    const { lazyBackend } = await import('@flannel/agent')
+    const registry = new MemoryRegistry('{"Network":"10.5.0.0/16","Backend":{"Type":"mine"}}')
+    const missing = lazyBackend('mine', { package: 'flannel-backend-not-there', factory: 'mine' })
+    const err = await Promise.resolve(missing.create({ registry, extIface: ext })).catch(
+      (e: unknown) => e,
+    )
+    expect(isFlannelError(err, 'BACKEND_UNAVAILABLE')).toBe(true)
+    expect((err as Error).message).toBe(
+      'backend type "mine" needs the package flannel-backend-not-there, which could not be loaded: it is not installed (npm install flannel-backend-not-there)',
+    )
+    const wrong = lazyBackend('mine', { package: '@flannel/backend-alloc', factory: 'mine' })
+    await expect(Promise.resolve(wrong.create({ registry, extIface: ext }))).rejects.toThrow(
+      'backend type "mine" needs the package @flannel/backend-alloc, which could not be loaded: it does not export the factory mine()',
+    )
+    expect(() => lazyBackend('nope')).toThrow('no package serves this type')
   })
 })

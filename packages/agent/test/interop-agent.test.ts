@@ -22,7 +22,7 @@ import {
   type AgentEvent,
 } from '@flannel/core'
 import { EtcdRegistry } from '@flannel/registry-etcd'
-import { createBackend as createAlloc } from '@flannel/backend-alloc'
+import { alloc } from '@flannel/backend-alloc'
 import {
   ALLOCATED,
   Flanneld,
@@ -78,7 +78,7 @@ describe.skipIf(skipReason !== undefined)(
       registry = new EtcdRegistry({ endpoints: etcd.clientUrl, prefix: PREFIX })
       const agent = new Agent({
         registry,
-        backends: { alloc: createAlloc },
+        backends: [alloc()],
         extIface: {
           name: 'eth0',
           index: 2,

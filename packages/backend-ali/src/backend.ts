@@ -1,11 +1,14 @@
 import { mergeMap, type Observable } from 'rxjs'
 import {
-  ConfigError,
-  InvalidArgumentError,
-  RouteLimitError,
   backendOption,
+  ConfigError,
+  defineBackend,
+  InvalidArgumentError,
   isFlannelError,
+  RouteLimitError,
+  setUpOrReleaseLease,
   silentLogger,
+  sleep,
   throwIfAborted,
   type Backend,
   type BackendContext,
@@ -17,8 +20,6 @@ import {
   type NetworkConfig,
   type NetworkEvent,
   type RegisterOptions,
-  sleep,
-  setUpOrReleaseLease,
 } from '@flannel/core'
 import { AliApi, createRpcClient, type AliRpcClient } from './api.js'
 import { AliApiError, AliDiscoveryError, AliRouteTimeoutError } from './errors.js'
@@ -443,5 +444,24 @@ function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value
 }
 
-/** Creates an {@link AliVpcBackend} with default options (for the agent's backend table). */
-export const createBackend: BackendFactory = (ctx) => new AliVpcBackend(ctx)
+/**
+ * The `ali-vpc` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [aliVpc({ ... })] })`. Each
+ * agent start creates a fresh {@link AliVpcBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [aliVpc()] })
+ * ```
+ */
+export function aliVpc(options: AliVpcOptions = {}): BackendFactory {
+  return defineBackend('ali-vpc', (ctx) => new AliVpcBackend(ctx, options))
+}
+
+/**
+ * Creates a {@link AliVpcBackend} with default options (the older table form,
+ * `backends: { 'ali-vpc': createBackend }`).
+ *
+ * @deprecated Use `aliVpc(options)` in the agent's `backends` list.
+ */
+export const createBackend = (ctx: BackendContext): Backend => new AliVpcBackend(ctx)

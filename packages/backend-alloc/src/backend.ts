@@ -1,9 +1,11 @@
 import {
   acquireBackendLease,
+  defineBackend,
   silentLogger,
   throwIfAborted,
   type Backend,
   type BackendContext,
+  type BackendFactory,
   type Lease,
   type LeaseAttrs,
   type LeaseEvent,
@@ -60,5 +62,22 @@ class AllocNetwork implements Network {
   }
 }
 
-/** Creates an {@link AllocBackend} (for backend lookup by Type). */
+/**
+ * The `alloc` backend for an `Agent`'s list:
+ * `new Agent({ registry, extIface, backends: [alloc()] })`. It takes no options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [alloc()] })
+ * ```
+ */
+export function alloc(): BackendFactory {
+  return defineBackend('alloc', (ctx) => new AllocBackend(ctx))
+}
+
+/**
+ * Creates an {@link AllocBackend} (the older table form, `backends: { alloc: createBackend }`).
+ *
+ * @deprecated Use `alloc()` in the agent's `backends` list.
+ */
 export const createBackend = (ctx: BackendContext): Backend => new AllocBackend(ctx)

@@ -5,11 +5,13 @@ import type {
   InstanceNetworkInterface,
 } from '@aws-sdk/client-ec2'
 import {
-  ConfigError,
-  InvalidArgumentError,
-  RouteLimitError,
   backendOption,
+  ConfigError,
+  defineBackend,
+  InvalidArgumentError,
   isFlannelError,
+  RouteLimitError,
+  setUpOrReleaseLease,
   silentLogger,
   throwIfAborted,
   type Backend,
@@ -20,7 +22,6 @@ import {
   type Network,
   type NetworkConfig,
   type RegisterOptions,
-  setUpOrReleaseLease,
 } from '@flannel/core'
 import { Ec2Api, type RouteTarget } from './ec2.js'
 import { AwsApiError, AwsDiscoveryError } from './errors.js'
@@ -546,5 +547,24 @@ function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value
 }
 
-/** Creates an {@link AwsVpcBackend} with default options (for the agent's backend table). */
-export const createBackend: BackendFactory = (ctx) => new AwsVpcBackend(ctx)
+/**
+ * The `aws-vpc` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [awsVpc({ ... })] })`. Each
+ * agent start creates a fresh {@link AwsVpcBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [awsVpc()] })
+ * ```
+ */
+export function awsVpc(options: AwsVpcOptions = {}): BackendFactory {
+  return defineBackend('aws-vpc', (ctx) => new AwsVpcBackend(ctx, options))
+}
+
+/**
+ * Creates a {@link AwsVpcBackend} with default options (the older table form,
+ * `backends: { 'aws-vpc': createBackend }`).
+ *
+ * @deprecated Use `awsVpc(options)` in the agent's `backends` list.
+ */
+export const createBackend = (ctx: BackendContext): Backend => new AwsVpcBackend(ctx)

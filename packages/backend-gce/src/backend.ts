@@ -1,6 +1,8 @@
 import {
   ConfigError,
+  defineBackend,
   RouteLimitError,
+  setUpOrReleaseLease,
   silentLogger,
   throwIfAborted,
   type Backend,
@@ -11,7 +13,6 @@ import {
   type Network,
   type NetworkConfig,
   type RegisterOptions,
-  setUpOrReleaseLease,
 } from '@flannel/core'
 import { GceApi, type Route } from './api.js'
 import { GceApiError, GceDiscoveryError, GceOperationError } from './errors.js'
@@ -317,5 +318,24 @@ function context(err: unknown, text: string): unknown {
   return err
 }
 
-/** Creates a {@link GceBackend} with default options (for the agent's backend table). */
-export const createBackend: BackendFactory = (ctx) => new GceBackend(ctx)
+/**
+ * The `gce` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [gce({ ... })] })`. Each
+ * agent start creates a fresh {@link GceBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [gce()] })
+ * ```
+ */
+export function gce(options: GceOptions = {}): BackendFactory {
+  return defineBackend('gce', (ctx) => new GceBackend(ctx, options))
+}
+
+/**
+ * Creates a {@link GceBackend} with default options (the older table form,
+ * `backends: { gce: createBackend }`).
+ *
+ * @deprecated Use `gce(options)` in the agent's `backends` list.
+ */
+export const createBackend = (ctx: BackendContext): Backend => new GceBackend(ctx)

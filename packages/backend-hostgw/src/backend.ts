@@ -1,9 +1,11 @@
 import {
   acquireBackendLease,
+  defineBackend,
   silentLogger,
   throwIfAborted,
   type Backend,
   type BackendContext,
+  type BackendFactory,
   type ExternalInterface,
   type LeaseAttrs,
   type Logger,
@@ -88,7 +90,26 @@ export class HostGwBackend implements Backend {
   }
 }
 
-/** Creates a {@link HostGwBackend} with default options (for backend lookup by Type). */
+/**
+ * The `host-gw` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [hostGw({ ... })] })`. Each
+ * agent start creates a fresh {@link HostGwBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [hostGw()] })
+ * ```
+ */
+export function hostGw(options: HostGwOptions = {}): BackendFactory {
+  return defineBackend('host-gw', (ctx) => new HostGwBackend(ctx, options))
+}
+
+/**
+ * Creates a {@link HostGwBackend} with default options (the older table form,
+ * `backends: { 'host-gw': createBackend }`).
+ *
+ * @deprecated Use `hostGw(options)` in the agent's `backends` list.
+ */
 export const createBackend = (ctx: BackendContext): Backend => new HostGwBackend(ctx)
 
 async function checkPublicAddresses(

@@ -1,13 +1,15 @@
 import {
-  ConfigError,
-  InvalidArgumentError,
   backendOption,
+  ConfigError,
+  defineBackend,
   formatIp4,
+  InvalidArgumentError,
   isIp4,
   silentLogger,
   throwIfAborted,
   type Backend,
   type BackendContext,
+  type BackendFactory,
   type Lease,
   type Logger,
   type Network,
@@ -136,7 +138,26 @@ export class UdpBackend implements Backend {
   }
 }
 
-/** Creates a {@link UdpBackend} with default options (for backend lookup by Type). */
+/**
+ * The `udp` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [udp({ ... })] })`. Each
+ * agent start creates a fresh {@link UdpBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [udp()] })
+ * ```
+ */
+export function udp(options: UdpBackendOptions = {}): BackendFactory {
+  return defineBackend('udp', (ctx) => new UdpBackend(ctx, options))
+}
+
+/**
+ * Creates a {@link UdpBackend} with default options (the older table form,
+ * `backends: { udp: createBackend }`).
+ *
+ * @deprecated Use `udp(options)` in the agent's `backends` list.
+ */
 export const createBackend = (ctx: BackendContext): Backend => new UdpBackend(ctx)
 
 function readPort(config: NetworkConfig): number {

@@ -1,8 +1,10 @@
 import {
+  defineBackend,
   silentLogger,
   throwIfAborted,
   type Backend,
   type BackendContext,
+  type BackendFactory,
   type Lease,
   type LeaseAttrs,
   type Logger,
@@ -231,7 +233,26 @@ export class VxlanBackend implements Backend {
   }
 }
 
-/** Creates a {@link VxlanBackend} with default options (for backend lookup by Type). */
+/**
+ * The `vxlan` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [vxlan({ ... })] })`. Each
+ * agent start creates a fresh {@link VxlanBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [vxlan()] })
+ * ```
+ */
+export function vxlan(options: VxlanOptions = {}): BackendFactory {
+  return defineBackend('vxlan', (ctx) => new VxlanBackend(ctx, options))
+}
+
+/**
+ * Creates a {@link VxlanBackend} with default options (the older table form,
+ * `backends: { vxlan: createBackend }`).
+ *
+ * @deprecated Use `vxlan(options)` in the agent's `backends` list.
+ */
 export const createBackend = (ctx: BackendContext): Backend => new VxlanBackend(ctx)
 
 function annotate(error: unknown, prefix: string): unknown {

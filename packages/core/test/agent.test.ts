@@ -5,7 +5,9 @@ import { Observable, map, mergeMap, from, type Subscription } from 'rxjs'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
   Agent,
+  InvalidArgumentError,
   Ip4Net,
+  defineBackend,
   MemoryRegistry,
   isFlannelError,
   silentLogger,
@@ -97,9 +99,7 @@ function makeAgent(extra: Partial<ConstructorParameters<typeof Agent>[0]> = {}):
     extIface: ext,
     subnetFile: join(dir, 'subnet.env'),
     timers,
-    backends: {
-      rec: (ctx) => (backend = new RecordingBackend(ctx)),
-    },
+    backends: [defineBackend('rec', (ctx) => (backend = new RecordingBackend(ctx)))],
     ...extra,
   })
 }
@@ -227,6 +227,64 @@ describe('Agent start-up', () => {
     expect(registry.leases.size).toBe(0)
     expect(registry.watchers.size).toBe(0)
     expect(timers.count).toBe(0)
+  })
+})
+
+describe('Agent backends list', () => {
+  const other = defineBackend('other', () => {
+    throw new Error('the other backend is never created')
+  })
+
+  it('picks the factory whose type the config names, creating only that one', async () => {
+    const agent = makeAgent({
+      backends: [other, defineBackend('rec', (ctx) => (backend = new RecordingBackend(ctx)))],
+    })
+    start(agent)
+    await waitFor(() => agent.status === 'running')
+    expect(backend?.runs).toBe(1)
+  })
+
+  it('awaits a factory that loads its backend asynchronously', async () => {
+    const agent = makeAgent({
+      backends: [
+        defineBackend('rec', async (ctx) => {
+          await settle()
+          return (backend = new RecordingBackend(ctx))
+        }),
+      ],
+    })
+    start(agent)
+    await waitFor(() => agent.status === 'running')
+    expect(backend?.runs).toBe(1)
+  })
+
+  it('refuses two factories claiming one type (compared lower-cased)', () => {
+    const rec = (): RecordingBackend => new RecordingBackend(undefined as never)
+    const make = () =>
+      makeAgent({ backends: [defineBackend('rec', rec), other, { type: 'REC', create: rec }] })
+    expect(make).toThrow(InvalidArgumentError)
+    expect(make).toThrow(
+      'invalid backends "rec": two backends claim the type "rec" (entries 0 and 2); keep one',
+    )
+  })
+
+  it('refuses an entry that is no factory, naming its index', () => {
+    expect(() => makeAgent({ backends: [other, (() => undefined) as never] })).toThrow(
+      /^invalid backends\[1\] .*expected a backend factory such as vxlan\(\) or hostGw\(\)/,
+    )
+  })
+
+  it('refuses a type that is not a lower-case name', () => {
+    expect(() => defineBackend('VXLAN ', () => new RecordingBackend(undefined as never))).toThrow(
+      'invalid type "VXLAN ": a backend type is lower-case letters, digits and "-" (as "vxlan", "host-gw")',
+    )
+  })
+
+  it('still takes the deprecated table by type', async () => {
+    const agent = makeAgent({ backends: { rec: (ctx) => (backend = new RecordingBackend(ctx)) } })
+    start(agent)
+    await waitFor(() => agent.status === 'running')
+    expect(backend?.runs).toBe(1)
   })
 })
 

@@ -11,8 +11,13 @@ import type { Lease, LeaseEvent, PreviousSubnets } from '../lease/types.js'
 import { silentLogger, type Logger } from '../logger.js'
 import { leaseKey } from '../registry/reconcile.js'
 import type { SubnetRegistry } from '../registry/types.js'
-import { lookupBackend, type BackendTable } from '../backend/lookup.js'
-import type { ExternalInterface, Network, NetworkEvent } from '../backend/types.js'
+import {
+  backendsByType,
+  lookupBackend,
+  type BackendList,
+  type BackendTable,
+} from '../backend/lookup.js'
+import type { BackendFactory, ExternalInterface, Network, NetworkEvent } from '../backend/types.js'
 import {
   DEFAULT_SUBNET_FILE,
   readSubnetEnv,
@@ -50,8 +55,13 @@ export interface PrepareContext {
 export interface AgentOptions {
   /** Where the config and the leases live. */
   readonly registry: SubnetRegistry
-  /** The backends this agent can run, by lower-cased `Backend.Type`. */
-  readonly backends: BackendTable
+  /**
+   * The backends this agent can run: factories such as `[vxlan(), hostGw()]`,
+   * one per type; the config's `Backend.Type` picks one. Two factories
+   * claiming one type are refused. (A table by lower-cased type,
+   * `{ vxlan: createBackend }`, is still accepted but deprecated.)
+   */
+  readonly backends: BackendList | BackendTable
   /** The host's external interface (see `selectExternalInterface` in `@flannel/linux`). */
   readonly extIface: ExternalInterface
   /** Use this config instead of reading it from the registry. */
@@ -115,7 +125,7 @@ export type AgentEvent =
  *
  * @example
  * ```ts
- * const agent = new Agent({ registry, backends: { alloc: createBackend }, extIface })
+ * const agent = new Agent({ registry, backends: [vxlan(), hostGw()], extIface })
  * const sub = agent.run().subscribe({ next: (e) => console.log(e.type), error: console.error })
  * // later: sub.unsubscribe() stops everything (the lease and data plane are kept)
  * ```
@@ -127,6 +137,7 @@ export class Agent {
   private readonly renewMarginMs: number
   private readonly renewRetryMs: number
   private readonly configRetryMs: number
+  private readonly backends: ReadonlyMap<string, BackendFactory>
   private readonly statusSubject = new BehaviorSubject<AgentStatus>('idle')
   private currentLease: Lease | undefined
 
@@ -137,6 +148,7 @@ export class Agent {
     this.options = options
     this.logger = options.logger ?? silentLogger
     this.timers = options.timers ?? systemTimers
+    this.backends = backendsByType(options.backends)
     this.renewMarginMs = positive('renewMarginMs', options.renewMarginMs, DEFAULT_RENEW_MARGIN_MS)
     this.renewRetryMs = positive('renewRetryMs', options.renewRetryMs, DEFAULT_RENEW_RETRY_MS)
     this.configRetryMs = positive('configRetryMs', options.configRetryMs, DEFAULT_CONFIG_RETRY_MS)
@@ -304,13 +316,13 @@ export class Agent {
     const { registry, subnetFile = DEFAULT_SUBNET_FILE } = this.options
     const previous = subnetFile === null ? {} : await this.readPrevious(subnetFile)
     const config = this.options.config ?? (await this.fetchConfig(signal))
-    const factory = await lookupBackend(config.backendType, this.options.backends)
-    throwIfAborted(signal)
-    const backend = factory({
+    const factory = lookupBackend(config.backendType, this.backends)
+    const backend = await factory.create({
       registry,
       extIface: this.options.extIface,
       logger: this.logger,
     })
+    throwIfAborted(signal)
     const network = await backend.registerNetwork(config, { signal, previous })
     let undo: (() => Promise<void>) | undefined
     try {

@@ -77,5 +77,27 @@ export interface Network {
   run(events: Observable<LeaseEvent[]>): Observable<NetworkEvent>
 }
 
-/** Creates a backend for a context. */
-export type BackendFactory = (ctx: BackendContext) => Backend
+/**
+ * A backend as the {@link Agent} takes it: the lower-cased `Backend.Type` it
+ * serves and how to create it for a context, with its options already bound.
+ * Every backend package exports one as an options-first function
+ * (`vxlan({ txChecksumOffload: false })`, `hostGw()`, `awsVpc({ region })`);
+ * {@link defineBackend} makes one for a backend of your own.
+ */
+export interface BackendFactory {
+  /** The lower-cased `Backend.Type` this factory serves (`vxlan`, `host-gw`, ...). */
+  readonly type: string
+  /**
+   * Creates the backend. May be async, so that a factory can import its
+   * package (and that package's SDKs) only when its type is configured.
+   */
+  create(ctx: BackendContext): Backend | Promise<Backend>
+}
+
+/**
+ * A function creating a backend for a context: the entries of the older
+ * {@link BackendTable} form (`{ vxlan: createBackend }`).
+ *
+ * @deprecated Pass {@link BackendFactory} values (`vxlan()`, `hostGw()`, ...) in a list instead.
+ */
+export type CreateBackend = (ctx: BackendContext) => Backend
