@@ -26,16 +26,17 @@ const stop = new AbortController()
 process.once('SIGINT', () => stop.abort())
 process.once('SIGTERM', () => stop.abort())
 
-agent.run({ signal: stop.signal }).subscribe({
-  next: (event) => {
+try {
+  // Runs the agent until stop aborts; leaving the loop would stop it too.
+  for await (const event of agent.events({ signal: stop.signal })) {
     if (event.type === 'ready') console.log(`ready: lease ${event.lease.subnet}, MTU ${event.mtu}`)
     if (event.type === 'renewed')
       console.log(`renewed until ${event.lease.expiration.toISOString()}`)
-  },
-  error: (error: unknown) => {
-    console.error(String(error))
-    process.exitCode = 1
-    void registry.close()
-  },
-  complete: () => void registry.close().then(() => console.log('stopped')),
-})
+  }
+  console.log('stopped')
+} catch (error) {
+  console.error(String(error)) // e.g. LeaseRevokedError
+  process.exitCode = 1
+} finally {
+  await registry.close()
+}

@@ -75,7 +75,8 @@ try {
       },
       error: (err: unknown) => console.log(`${name}: stopped: ${String(err)}`),
     })
-    await settle()
+    await agent.ready()
+    await settle() // let the others see it before the next host starts
   }
 
   console.log('\nlease table (etcd):')

@@ -34,10 +34,12 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
-async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
+async function until(cond: () => boolean | Promise<boolean>, timers?: FakeTimers): Promise<void> {
   for (let i = 0; i < 500; i++) {
     if (await cond()) return
     await new Promise((r) => setTimeout(r, 10))
+    // the agent's config retries wait on its (fake) clock
+    if (timers !== undefined && i % 5 === 4) await timers.advance(1000)
   }
   throw new Error('condition not reached')
 }
@@ -59,7 +61,7 @@ describe('flannel-agent command in-process (alloc backend)', () => {
     expect((await fetch(`${url}/readyz`)).status).toBe(503)
 
     registry.configMisses = 0
-    await until(async () => (await fetch(`${url}/readyz`)).status === 200)
+    await until(async () => (await fetch(`${url}/readyz`)).status === 200, timers)
     expect(await readFile(join(dir, 'subnet.env'), 'utf8')).toContain('FLANNEL_MTU=1500\n')
 
     registry.addPeer('10.5.200.0/24', '192.0.2.30')
@@ -146,11 +148,11 @@ describe('flannel-agent command in-process (alloc backend)', () => {
       return read()
     }
     command = await startAgentCommandOnFreePort(registry, timers)
-    await until(() => reads >= 2)
+    await until(() => reads >= 2, timers)
     expect(command.isReady()).toBe(false)
     expect(registry.leases.size).toBe(0)
     registry.badConfig = undefined
-    await until(() => command!.isReady())
+    await until(() => command!.isReady(), timers)
     expect(registry.leases.size).toBe(1)
   })
 

@@ -288,6 +288,140 @@ describe('Agent backends list', () => {
   })
 })
 
+describe('Agent ready(), events() and errors', () => {
+  it('ready() resolves with lease and MTU, before subscribing and once running', async () => {
+    const agent = makeAgent()
+    const early = agent.ready()
+    start(agent)
+    const got = await early
+    expect(got.lease.subnet.toString()).toBe('10.5.1.0/24')
+    expect(got.mtu).toBe(1450)
+    expect(await agent.ready()).toBe(got)
+  })
+
+  it('ready() rejects with the start-up error; a run without error callback only logs it', async () => {
+    registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'nope' } }, timers)
+    const logged: string[] = []
+    const logger = {
+      ...silentLogger,
+      error: (...args: unknown[]) => void logged.push(String(args.at(-1))),
+      child: () => logger,
+    }
+    const agent = makeAgent({ logger })
+    const ready = agent.ready()
+    sub = agent.run().subscribe(() => undefined) // no error callback: must not crash the process
+    await expect(ready).rejects.toThrow('unknown backend type: nope')
+    expect(agent.status).toBe('failed')
+    expect(isFlannelError(agent.error, 'UNKNOWN_BACKEND')).toBe(true)
+    await expect(agent.ready()).rejects.toBe(agent.error)
+    expect(logged).toEqual([
+      'agent failed (no error callback subscribed): UnknownBackendError: unknown backend type: nope',
+    ])
+  })
+
+  it('an observer object without error, and no observer at all, do not crash either', async () => {
+    registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'nope' } }, timers)
+    const agent = makeAgent()
+    const seen: string[] = []
+    sub = agent.run().subscribe({ next: (e) => seen.push(e.type) })
+    await expect(agent.ready()).rejects.toThrow('unknown backend type: nope')
+    const second = agent.run().subscribe()
+    await waitFor(() => agent.status === 'failed')
+    second.unsubscribe()
+    expect(seen).toEqual([])
+  })
+
+  it('ready() rejects with AbortError when the run stops first, or its signal aborts', async () => {
+    registry.config = undefined // the agent waits for a config
+    const agent = makeAgent()
+    const waiting = new AbortController()
+    const aborted = agent.ready({ signal: waiting.signal })
+    const stopped = agent.ready()
+    start(agent)
+    waiting.abort()
+    await expect(aborted).rejects.toThrow('waiting for the agent to be ready was aborted')
+    sub?.unsubscribe()
+    await expect(stopped).rejects.toThrow('the agent stopped before it was ready')
+    expect(agent.status).toBe('stopped')
+  })
+
+  it('events() yields the events, and leaving the loop stops the agent', async () => {
+    const agent = makeAgent()
+    const types: string[] = []
+    for await (const e of agent.events()) {
+      types.push(e.type)
+      if (e.type === 'ready') break
+    }
+    expect(types).toEqual(['registered', 'ready'])
+    await settle()
+    expect(agent.status).toBe('stopped')
+    expect(registry.watchers.size).toBe(0)
+    expect(timers.count).toBe(0)
+  })
+
+  it('events() throws the failure, and ends when its signal aborts', async () => {
+    registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'nope' } }, timers)
+    const failing = makeAgent()
+    await expect(
+      (async () => {
+        for await (const _ of failing.events());
+      })(),
+    ).rejects.toThrow('unknown backend type: nope')
+
+    registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'rec' } }, timers)
+    const agent = makeAgent()
+    const stop = new AbortController()
+    const types: string[] = []
+    for await (const e of agent.events({ signal: stop.signal })) {
+      types.push(e.type)
+      if (e.type === 'ready') stop.abort()
+    }
+    // events buffered before the abort are still delivered, then the loop ends
+    expect(types.slice(0, 2)).toEqual(['registered', 'ready'])
+    expect(agent.status).toBe('stopped')
+  })
+
+  it('reports each failed config read as config-failed', async () => {
+    registry.config = undefined
+    const agent = makeAgent()
+    const { events } = start(agent)
+    await waitFor(() => timers.count === 1)
+    expect(events).toEqual([
+      {
+        type: 'config-failed',
+        error: expect.objectContaining({ code: 'CONFIG_NOT_FOUND' }),
+        retryInMs: 1000,
+      },
+    ])
+  })
+})
+
+describe('Agent extIface as a function of the config', () => {
+  it("is called once with the config, and what it gives is the backend's interface", async () => {
+    const calls: NetworkConfig[] = []
+    const agent = makeAgent({
+      extIface: async (config) => {
+        calls.push(config)
+        return { ...ext, extAddr: '192.0.2.99' }
+      },
+    })
+    start(agent)
+    await agent.ready()
+    expect(calls.map((c) => c.network?.toString())).toEqual(['10.5.0.0/16'])
+    expect(agent.lease?.attrs.publicIP).toBe('192.0.2.99')
+  })
+
+  it('a rejection fails the start with that error, leaving no lease', async () => {
+    const agent = makeAgent({
+      extIface: () => Promise.reject(new Error('no interface matches eth9')),
+    })
+    start(agent)
+    await expect(agent.ready()).rejects.toThrow('no interface matches eth9')
+    expect(registry.leases.size).toBe(0)
+    expect(backend).toBeUndefined()
+  })
+})
+
 describe('Agent subnet.env that cannot be written', () => {
   it.each([['/proc/1/nope/subnet.env', "ENOENT: no such file or directory, mkdir '/proc/1/nope'"]])(
     '%s: three attempts logged with path and reason, then a SubnetFileError and no lease',

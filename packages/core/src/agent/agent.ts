@@ -1,6 +1,16 @@
-import { BehaviorSubject, Observable, Subscription, tap } from 'rxjs'
+import {
+  BehaviorSubject,
+  Observable,
+  Subject,
+  Subscription,
+  tap,
+  type Observer,
+  type Subscriber,
+  type TeardownLogic,
+} from 'rxjs'
 import type { NetworkConfig } from '../config/types.js'
 import {
+  AbortError,
   InvalidArgumentError,
   LeaseRevokedError,
   SubnetFileError,
@@ -44,6 +54,24 @@ export const DEFAULT_RENEW_RETRY_MS = 60_000
 /** Where an {@link Agent} is in its life. */
 export type AgentStatus = 'idle' | 'starting' | 'running' | 'stopped' | 'failed'
 
+/**
+ * The external interface for a network config: how {@link AgentOptions.extIface}
+ * can be given when the choice depends on the config (IPv4 and/or IPv6
+ * enabled), e.g. `(config) => selectExternalInterface(host, { iface: ['eth0'],
+ * enableIPv4: config.enableIPv4, enableIPv6: config.enableIPv6 })`. Called
+ * once per start, after the config is read and before the backend is created.
+ */
+export type ExternalInterfaceSource = (
+  config: NetworkConfig,
+  opts: { readonly signal: AbortSignal },
+) => ExternalInterface | Promise<ExternalInterface>
+
+/** What {@link Agent.ready} resolves with: this host's lease and the workloads' MTU. */
+export interface AgentReady {
+  readonly lease: Lease
+  readonly mtu: number
+}
+
 /** What {@link AgentOptions.prepare} receives, after the network is registered. */
 export interface PrepareContext {
   readonly config: NetworkConfig
@@ -62,8 +90,12 @@ export interface AgentOptions {
    * `{ vxlan: createBackend }`, is still accepted but deprecated.)
    */
   readonly backends: BackendList | BackendTable
-  /** The host's external interface (see `selectExternalInterface` in `@flannel/linux`). */
-  readonly extIface: ExternalInterface
+  /**
+   * The host's external interface: a value, or a function of the network
+   * config giving it (see {@link ExternalInterfaceSource}; `selectExternalInterface`
+   * in `@flannel/linux` applies flanneld's rules). A rejection fails the start.
+   */
+  readonly extIface: ExternalInterface | ExternalInterfaceSource
   /** Use this config instead of reading it from the registry. */
   readonly config?: NetworkConfig | undefined
   /**
@@ -113,6 +145,8 @@ export type AgentEvent =
   | { readonly type: 'renewed'; readonly lease: Lease }
   /** A renewal failed; the next try is in `retryInMs`. */
   | { readonly type: 'renew-failed'; readonly error: unknown; readonly retryInMs: number }
+  /** Reading the network config failed (missing, invalid, registry unreachable); the next try is in `retryInMs`. */
+  | { readonly type: 'config-failed'; readonly error: unknown; readonly retryInMs: number }
 
 /**
  * Wires a registry to a backend, as flanneld's main loop does (spec: core.md
@@ -123,10 +157,17 @@ export type AgentEvent =
  * every `renewRetryMs` on failure) and fails with {@link LeaseRevokedError}
  * when the own lease disappears.
  *
+ * Three ways to follow it: the Observable of {@link Agent.run}, the async
+ * iterator of {@link Agent.events}, and {@link Agent.ready} (a Promise for
+ * the lease and MTU). A failure never crashes a process that subscribed
+ * without an error callback: it is logged, kept in {@link Agent.error} and
+ * rejects `ready()`.
+ *
  * @example
  * ```ts
  * const agent = new Agent({ registry, backends: [vxlan(), hostGw()], extIface })
- * const sub = agent.run().subscribe({ next: (e) => console.log(e.type), error: console.error })
+ * const sub = agent.run().subscribe((e) => console.log(e.type))
+ * const { lease, mtu } = await agent.ready() // rejects with the start-up error
  * // later: sub.unsubscribe() stops everything (the lease and data plane are kept)
  * ```
  */
@@ -140,6 +181,12 @@ export class Agent {
   private readonly backends: ReadonlyMap<string, BackendFactory>
   private readonly statusSubject = new BehaviorSubject<AgentStatus>('idle')
   private currentLease: Lease | undefined
+  private lastError: unknown
+  private readyValue: AgentReady | undefined
+  /** Each run's outcome before it is ready: ready, failed, or stopped. */
+  private readonly outcomes = new Subject<
+    { readonly ready: AgentReady } | { readonly error: unknown }
+  >()
 
   /** The status, starting with the current one. */
   readonly status$: Observable<AgentStatus> = this.statusSubject.asObservable()
@@ -164,6 +211,107 @@ export class Agent {
     return this.currentLease
   }
 
+  /** Why the latest run failed (status `failed`); undefined while none has. */
+  get error(): unknown {
+    return this.lastError
+  }
+
+  /**
+   * Resolves with the lease and MTU once the agent is ready (subnet.env
+   * written): at once while a run is ready, else when the current (or, when
+   * idle or stopped, the next) run gets there. Does not start the agent;
+   * subscribe to {@link Agent.run} or iterate {@link Agent.events} for that.
+   *
+   * @throws the start-up error when that run fails before it is ready, or
+   *   the failure of the latest run when the status is `failed`.
+   * @throws AbortError when the run is stopped before it is ready, or `opts.signal` aborts.
+   *
+   * @example
+   * ```ts
+   * agent.run({ signal }).subscribe()
+   * const { lease, mtu } = await agent.ready()
+   * ```
+   */
+  ready(opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<AgentReady> {
+    const { signal } = opts
+    if (this.status === 'running' && this.readyValue !== undefined) {
+      return Promise.resolve(this.readyValue)
+    }
+    if (this.status === 'failed') return Promise.reject(this.lastError)
+    return new Promise<AgentReady>((resolve, reject) => {
+      const onAbort = (): void => {
+        sub.unsubscribe()
+        reject(
+          new AbortError('waiting for the agent to be ready was aborted', {
+            cause: signal?.reason,
+          }),
+        )
+      }
+      const sub = this.outcomes.subscribe((outcome) => {
+        sub.unsubscribe()
+        signal?.removeEventListener('abort', onAbort)
+        if ('ready' in outcome) resolve(outcome.ready)
+        else reject(outcome.error)
+      })
+      if (signal?.aborted) onAbort()
+      else signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  /**
+   * {@link Agent.run} as an async iterator: starts the agent, yields its
+   * events, throws its failure, and ends when `opts.signal` aborts. Leaving
+   * the loop (`break`, `return`, a throw in its body) stops the agent as an
+   * unsubscribe does. Events are buffered without bound until the loop takes
+   * them (an agent emits a few per lease change).
+   *
+   * @example
+   * ```ts
+   * for await (const e of agent.events({ signal })) if (e.type === 'ready') console.log(e.lease.subnet)
+   * ```
+   */
+  async *events(
+    opts: { readonly signal?: AbortSignal | undefined } = {},
+  ): AsyncGenerator<AgentEvent, void, undefined> {
+    const buffer: AgentEvent[] = []
+    let end: { readonly error?: unknown; readonly failed: boolean } | undefined
+    let wake: (() => void) | undefined
+    const notify = (): void => {
+      wake?.()
+      wake = undefined
+    }
+    const sub = this.run(opts).subscribe({
+      next: (event) => {
+        buffer.push(event)
+        notify()
+      },
+      error: (error: unknown) => {
+        end = { error, failed: true }
+        notify()
+      },
+      complete: () => {
+        end = { failed: false }
+        notify()
+      },
+    })
+    try {
+      for (;;) {
+        const event = buffer.shift()
+        if (event !== undefined) {
+          yield event
+          continue
+        }
+        if (end !== undefined) {
+          if (end.failed) throw end.error
+          return
+        }
+        await new Promise<void>((resolve) => (wake = resolve))
+      }
+    } finally {
+      sub.unsubscribe()
+    }
+  }
+
   /**
    * Starts the agent on subscribe. The stream errors with the start-up
    * failure (after undoing what this start did: the lease is released), or
@@ -173,12 +321,18 @@ export class Agent {
    * flanneld keeps them on SIGTERM.
    */
   run(opts: { readonly signal?: AbortSignal | undefined } = {}): Observable<AgentEvent> {
-    return new Observable<AgentEvent>((subscriber) => {
+    const onUnhandled = (error: unknown): void =>
+      this.logger.error(
+        { err: error },
+        `agent failed (no error callback subscribed): ${String(error)}`,
+      )
+    return new SafeErrorObservable<AgentEvent>(onUnhandled, (subscriber) => {
       const stop = new AbortController()
       const subs = new Subscription()
       let renewTimer: unknown
       let renewing = false
       let failed = false
+      let wasReady = false
 
       const emit = (event: AgentEvent): void => {
         if (!subscriber.closed) subscriber.next(event)
@@ -186,7 +340,10 @@ export class Agent {
       const fail = (error: unknown): void => {
         if (stop.signal.aborted) return
         failed = true
+        this.lastError = error
+        this.readyValue = undefined
         this.statusSubject.next('failed')
+        if (!wasReady) this.outcomes.next({ error })
         subscriber.error(error)
       }
       const onOuterAbort = (): void => subscriber.complete()
@@ -286,11 +443,16 @@ export class Agent {
         )
       }
 
+      this.lastError = undefined
+      this.readyValue = undefined
       this.statusSubject.next('starting')
       this.start(stop.signal, emit)
         .then(({ network, config }) => {
           if (stop.signal.aborted) return
+          wasReady = true
+          this.readyValue = { lease: network.lease, mtu: network.mtu }
           this.statusSubject.next('running')
+          this.outcomes.next({ ready: this.readyValue })
           emit({ type: 'ready', lease: network.lease, mtu: network.mtu })
           runNetwork(network, config)
           monitorOwnLease(network.lease)
@@ -303,7 +465,11 @@ export class Agent {
         opts.signal?.removeEventListener('abort', onOuterAbort)
         this.timers.clearTimeout(renewTimer)
         subs.unsubscribe()
-        if (!failed) this.statusSubject.next('stopped')
+        if (failed) return
+        this.readyValue = undefined
+        this.statusSubject.next('stopped')
+        if (!wasReady)
+          this.outcomes.next({ error: new AbortError('the agent stopped before it was ready') })
       }
     })
   }
@@ -315,13 +481,12 @@ export class Agent {
   ): Promise<{ network: Network; config: NetworkConfig }> {
     const { registry, subnetFile = DEFAULT_SUBNET_FILE } = this.options
     const previous = subnetFile === null ? {} : await this.readPrevious(subnetFile)
-    const config = this.options.config ?? (await this.fetchConfig(signal))
+    const config = this.options.config ?? (await this.fetchConfig(signal, emit))
+    const given = this.options.extIface
+    const extIface = typeof given === 'function' ? await given(config, { signal }) : given
+    throwIfAborted(signal)
     const factory = lookupBackend(config.backendType, this.backends)
-    const backend = await factory.create({
-      registry,
-      extIface: this.options.extIface,
-      logger: this.logger,
-    })
+    const backend = await factory.create({ registry, extIface, logger: this.logger })
     throwIfAborted(signal)
     const network = await backend.registerNetwork(config, { signal, previous })
     let undo: (() => Promise<void>) | undefined
@@ -397,12 +562,52 @@ export class Agent {
   }
 
   /** Fetches the config, retrying while it is missing, invalid or the registry unreachable. */
-  private fetchConfig(signal: AbortSignal): Promise<NetworkConfig> {
+  private fetchConfig(
+    signal: AbortSignal,
+    emit: (event: AgentEvent) => void,
+  ): Promise<NetworkConfig> {
     return fetchNetworkConfig(this.options.registry, {
       signal,
       retryMs: this.configRetryMs,
       logger: this.logger,
       timers: this.timers,
+      onRetry: (error) => emit({ type: 'config-failed', error, retryInMs: this.configRetryMs }),
+    })
+  }
+}
+
+/**
+ * An Observable whose direct subscribers without an error callback do not
+ * crash the process on its error (rxjs would rethrow it asynchronously):
+ * such an error goes to `onUnhandled` instead. Subscribers with an error
+ * callback, operators and `firstValueFrom`/`lastValueFrom` see it as usual.
+ */
+class SafeErrorObservable<T> extends Observable<T> {
+  constructor(
+    private readonly onUnhandled: (error: unknown) => void,
+    subscribe: (subscriber: Subscriber<T>) => TeardownLogic,
+  ) {
+    super(subscribe)
+  }
+
+  override subscribe(
+    observerOrNext?: Partial<Observer<T>> | ((value: T) => void) | null,
+    error?: ((error: unknown) => void) | null,
+    complete?: (() => void) | null,
+  ): Subscription {
+    if (typeof observerOrNext === 'function' || observerOrNext == null) {
+      return super.subscribe({
+        ...(observerOrNext ? { next: observerOrNext } : {}),
+        error: error ?? this.onUnhandled,
+        ...(complete ? { complete } : {}),
+      })
+    }
+    if (typeof observerOrNext.error === 'function') return super.subscribe(observerOrNext)
+    const observer = observerOrNext
+    return super.subscribe({
+      next: (value) => observer.next?.(value),
+      error: this.onUnhandled,
+      complete: () => observer.complete?.(),
     })
   }
 }
