@@ -1,6 +1,6 @@
 import {
-  acquireBackendLease,
   defineBackend,
+  registerPrepared,
   silentLogger,
   throwIfAborted,
   type Backend,
@@ -13,6 +13,8 @@ import {
   type Network,
   type NetworkConfig,
   type NetworkEvent,
+  type PreparedNetwork,
+  type PrepareOptions,
   type RegisterOptions,
 } from '@flannel/core'
 import { NEVER, type Observable } from 'rxjs'
@@ -35,18 +37,34 @@ export class AllocBackend implements Backend {
   }
 
   /**
-   * Acquires the lease. Failures other than an abort are reported as
-   * `failed to acquire lease: <reason>` (flanneld's wording); an abort after
-   * the lease was acquired releases it again.
+   * Says what to publish (`PublicIP` only); changes nothing. The network is
+   * the lease and the external interface's MTU.
    */
-  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+  async prepare(_config: NetworkConfig, opts: PrepareOptions = {}): Promise<PreparedNetwork> {
     throwIfAborted(opts.signal)
     const ext = this.ctx.extIface
     // flanneld's alloc publishes PublicIP only, even in dual-stack mode.
     const attrs: LeaseAttrs = { publicIP: ext.extAddr ?? '0.0.0.0' }
-    const lease = await acquireBackendLease(this.ctx.registry, attrs, opts)
-    this.logger.info({ subnet: lease.subnet.toString() }, 'alloc lease acquired')
-    return new AllocNetwork(lease, ext.mtu)
+    return {
+      attrs,
+      activate: async (lease) => {
+        this.logger.info({ subnet: lease.subnet.toString() }, 'alloc lease acquired')
+        return new AllocNetwork(lease, ext.mtu)
+      },
+      abort: async () => undefined,
+    }
+  }
+
+  /**
+   * Prepares, acquires the lease from `ctx.registry` and activates. Failures
+   * other than an abort are reported as `failed to acquire lease: <reason>`
+   * (flanneld's wording); an abort after the lease was acquired releases it again.
+   *
+   * @deprecated The Agent calls {@link AllocBackend.prepare} and owns the
+   *   lease; without an Agent use `registerPrepared(registry, backend, config)`.
+   */
+  registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    return registerPrepared(this.ctx.registry, this, config, opts)
   }
 }
 
@@ -80,4 +98,4 @@ export function alloc(): BackendFactory {
  *
  * @deprecated Use `alloc()` in the agent's `backends` list.
  */
-export const createBackend = (ctx: BackendContext): Backend => new AllocBackend(ctx)
+export const createBackend = (ctx: BackendContext): AllocBackend => new AllocBackend(ctx)

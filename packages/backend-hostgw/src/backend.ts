@@ -1,6 +1,6 @@
 import {
-  acquireBackendLease,
   defineBackend,
+  registerPrepared,
   silentLogger,
   throwIfAborted,
   type Backend,
@@ -11,6 +11,8 @@ import {
   type Logger,
   type Network,
   type NetworkConfig,
+  type PreparedNetwork,
+  type PrepareOptions,
   type RegisterOptions,
 } from '@flannel/core'
 import {
@@ -56,12 +58,12 @@ export class HostGwBackend implements Backend {
   }
 
   /**
-   * Checks that the published addresses are the external interface's own,
-   * then acquires the lease (`BackendType "host-gw"`, no backend data).
+   * Checks that the published addresses are the external interface's own
+   * and says what to publish (`BackendType "host-gw"`, no backend data).
    * Rejects with {@link PublicIpNotLocalError} otherwise; nothing is changed
-   * on the host here.
+   * on the host, so `abort` has nothing to undo.
    */
-  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+  async prepare(config: NetworkConfig, opts: PrepareOptions = {}): Promise<PreparedNetwork> {
     throwIfAborted(opts.signal)
     const ext = this.ctx.extIface
     const host = this.options.host ?? new NetlinkHostNetwork({ logger: this.logger })
@@ -73,20 +75,35 @@ export class HostGwBackend implements Backend {
       ...(config.enableIPv6 && ext.extV6Addr ? { publicIPv6: ext.extV6Addr } : {}),
       backendType: 'host-gw',
     }
-    // Aborted while acquiring: the lease is given back, so nothing is left behind.
-    const lease = await acquireBackendLease(this.ctx.registry, attrs, opts)
-    this.logger.info({ subnet: lease.subnet.toString() }, 'host-gw lease acquired')
-    return new HostGwNetwork({
-      lease,
-      mtu: ext.mtu,
-      ext,
-      config,
-      host,
-      logger: this.logger,
-      routeProtocol: this.options.routeProtocol ?? FLANNEL_ROUTE_PROTOCOL,
-      checkIntervalMs: this.options.checkIntervalMs ?? 10_000,
-      repairDelayMs: this.options.repairDelayMs ?? 20,
-    })
+    return {
+      attrs,
+      activate: async (lease) => {
+        this.logger.info({ subnet: lease.subnet.toString() }, 'host-gw lease acquired')
+        return new HostGwNetwork({
+          lease,
+          mtu: ext.mtu,
+          ext,
+          config,
+          host,
+          logger: this.logger,
+          routeProtocol: this.options.routeProtocol ?? FLANNEL_ROUTE_PROTOCOL,
+          checkIntervalMs: this.options.checkIntervalMs ?? 10_000,
+          repairDelayMs: this.options.repairDelayMs ?? 20,
+        })
+      },
+      abort: async () => undefined,
+    }
+  }
+
+  /**
+   * Prepares, acquires the lease from `ctx.registry` (released again when
+   * aborted meanwhile) and activates.
+   *
+   * @deprecated The Agent calls {@link HostGwBackend.prepare} and owns the
+   *   lease; without an Agent use `registerPrepared(registry, backend, config)`.
+   */
+  registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    return registerPrepared(this.ctx.registry, this, config, opts)
   }
 }
 
@@ -110,7 +127,7 @@ export function hostGw(options: HostGwOptions = {}): BackendFactory {
  *
  * @deprecated Use `hostGw(options)` in the agent's `backends` list.
  */
-export const createBackend = (ctx: BackendContext): Backend => new HostGwBackend(ctx)
+export const createBackend = (ctx: BackendContext): HostGwBackend => new HostGwBackend(ctx)
 
 async function checkPublicAddresses(
   config: NetworkConfig,

@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Observable, map, mergeMap, from, type Subscription } from 'rxjs'
+import { NEVER, Observable, map, mergeMap, from, type Subscription } from 'rxjs'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
   Agent,
@@ -21,6 +21,7 @@ import {
   type Network,
   type NetworkEvent,
   type NetworkConfig,
+  type PreparedNetwork,
   type RegisterOptions,
 } from '@flannel/core'
 import { FakeRegistry, FakeTimers, settle, waitFor } from './agent-fakes.js'
@@ -422,6 +423,81 @@ describe('Agent extIface as a function of the config', () => {
   })
 })
 
+/** A backend in two steps: records what the lease owner does with it. */
+class TwoStepBackend implements Backend {
+  readonly type = 'rec'
+  readonly steps: string[] = []
+  failActivate = false
+  async prepare(): Promise<PreparedNetwork> {
+    this.steps.push('prepare')
+    return {
+      attrs: { publicIP: '192.0.2.77', backendType: 'rec' },
+      activate: async (lease: Lease) => {
+        this.steps.push(`activate ${lease.subnet.toString()} ${lease.attrs.publicIP}`)
+        if (this.failActivate) throw new Error('device vanished')
+        return { lease, mtu: 1400, run: () => NEVER }
+      },
+      abort: async () => void this.steps.push('abort'),
+    }
+  }
+}
+
+describe('Agent as the one lease owner (prepare, acquire, activate)', () => {
+  let two: TwoStepBackend
+  const makeTwoStep = (extra: Partial<ConstructorParameters<typeof Agent>[0]> = {}): Agent =>
+    makeAgent({ backends: [defineBackend('rec', () => (two = new TwoStepBackend()))], ...extra })
+
+  it('acquires the lease with the prepared attributes, then activates with it', async () => {
+    const agent = makeTwoStep()
+    start(agent)
+    expect(await agent.ready()).toMatchObject({ mtu: 1400 })
+    expect(two.steps).toEqual(['prepare', 'activate 10.5.1.0/24 192.0.2.77'])
+    expect([...registry.leases.values()].map((l) => l.attrs.publicIP)).toEqual(['192.0.2.77'])
+  })
+
+  it('a failed activation aborts the preparation and releases the lease', async () => {
+    const agent = makeAgent({
+      backends: [
+        defineBackend('rec', () => {
+          two = new TwoStepBackend()
+          two.failActivate = true
+          return two
+        }),
+      ],
+    })
+    start(agent)
+    await expect(agent.ready()).rejects.toThrow('device vanished')
+    expect(two.steps).toEqual(['prepare', 'activate 10.5.1.0/24 192.0.2.77', 'abort'])
+    expect(registry.leases.size).toBe(0)
+  })
+
+  it('a later failure (subnet.env) aborts the activated backend too', async () => {
+    const agent = makeTwoStep({ subnetFile: dir }) // a directory: the write fails
+    start(agent)
+    const ready = agent.ready()
+    await waitFor(() => timers.count === 1)
+    await timers.advance(1000)
+    await waitFor(() => timers.count === 1)
+    await timers.advance(2000)
+    await expect(ready).rejects.toThrow('Failed to write subnet file')
+    expect(two.steps.at(-1)).toBe('abort')
+    expect(registry.leases.size).toBe(0)
+  })
+
+  it('watches the registry once, for the peers and for its own lease', async () => {
+    const agent = makeAgent()
+    start(agent)
+    await agent.ready()
+    expect(registry.watchers.size).toBe(1)
+    registry.addPeer('10.5.9.0/24', '192.0.2.30')
+    await waitFor(() => backend!.received.length === 2)
+    registry.remove(agent.lease!.subnet.toString())
+    await waitFor(() => agent.status === 'failed')
+    expect(isFlannelError(agent.error, 'LEASE_REVOKED')).toBe(true)
+    expect(registry.watchers.size).toBe(0)
+  })
+})
+
 describe('Agent subnet.env that cannot be written', () => {
   it.each([['/proc/1/nope/subnet.env', "ENOENT: no such file or directory, mkdir '/proc/1/nope'"]])(
     '%s: three attempts logged with path and reason, then a SubnetFileError and no lease',
@@ -619,7 +695,7 @@ describe('Agent stop', () => {
     start(agent)
     await waitFor(() => agent.status === 'running')
     expect(timers.count).toBe(1)
-    expect(registry.watchers.size).toBe(2)
+    expect(registry.watchers.size).toBe(1) // one watch: peers and the own lease
     sub!.unsubscribe()
     expect(agent.status).toBe('stopped')
     expect(timers.count).toBe(0)

@@ -27,7 +27,14 @@ import {
   type BackendList,
   type BackendTable,
 } from '../backend/lookup.js'
-import type { BackendFactory, ExternalInterface, Network, NetworkEvent } from '../backend/types.js'
+import { activateWithLease } from '../backend/lease.js'
+import type {
+  BackendFactory,
+  ExternalInterface,
+  Network,
+  NetworkEvent,
+  PreparedNetwork,
+} from '../backend/types.js'
 import {
   DEFAULT_SUBNET_FILE,
   readSubnetEnv,
@@ -393,54 +400,69 @@ export class Agent {
         }
       }
 
-      const monitorOwnLease = (own: Lease): void => {
+      /**
+       * One watch per run feeds both the own-lease monitor and the peers'
+       * stream the network runs on (filtered once, by withoutOwnLease).
+       */
+      const watchLeases = (network: Network, config: NetworkConfig): void => {
+        const own = network.lease
         // The own lease is the one with exactly its key: a lease that merely
         // overlaps it (a hostile `10.5.1.0-24&fd00::-64` beside our
         // `10.5.1.0-24`) must neither be renewed in its place nor, when it is
         // deleted, count as the revocation of ours.
         const ownKey = leaseKey(own)
-        const watch = this.options.registry.watchLeases().subscribe({
-          next: (batch) => {
-            for (const event of batch) {
-              if (leaseKey(event.lease) !== ownKey) continue
-              if (event.type === 'removed') {
-                this.logger.warn({}, 'Lease has been revoked. Shutting down daemon.')
-                fail(new LeaseRevokedError())
-                return
-              }
-              this.currentLease = event.lease
-              if (!renewing) scheduleRenew()
-            }
-          },
-          error: fail,
-        })
-        subs.add(watch)
-      }
-
-      const runNetwork = (network: Network, config: NetworkConfig): void => {
-        const own = network.lease
         const known = new Map<string, Lease>()
-        const peers$ = this.options.registry.watchLeases().pipe(
-          withoutOwnLease(own, {
-            config,
-            onIgnored: (lease, reason) =>
-              this.logger.warn({ subnet: lease.subnet.toString() }, `ignoring lease: ${reason}`),
-          }),
-          tap((batch) => {
-            for (const e of batch) {
-              const key = leaseKey(e.lease)
-              if (e.type === 'added') known.set(key, e.lease)
-              else known.delete(key)
-            }
-            emit({ type: 'peers', events: batch, known: known.size })
-          }),
-        )
+        let seenFirst = false
+        const peerSubscribers = new Set<Subscriber<LeaseEvent[]>>()
+        // A network subscribing late (or again) starts from the peers known so far.
+        const peers$ = new Observable<LeaseEvent[]>((sub) => {
+          if (seenFirst) sub.next([...known.values()].map((lease) => ({ type: 'added', lease })))
+          peerSubscribers.add(sub)
+          return () => peerSubscribers.delete(sub)
+        })
         subs.add(
           network.run(peers$).subscribe({
             next: (event) => emit({ type: 'network', event }),
             error: fail,
           }),
         )
+        const monitorOwnLease = (batch: LeaseEvent[]): void => {
+          for (const event of batch) {
+            if (leaseKey(event.lease) !== ownKey) continue
+            if (event.type === 'removed') {
+              this.logger.warn({}, 'Lease has been revoked. Shutting down daemon.')
+              fail(new LeaseRevokedError())
+              return
+            }
+            this.currentLease = event.lease
+            if (!renewing) scheduleRenew()
+          }
+        }
+        const watch = this.options.registry
+          .watchLeases()
+          .pipe(
+            tap(monitorOwnLease),
+            withoutOwnLease(own, {
+              config,
+              onIgnored: (lease, reason) =>
+                this.logger.warn({ subnet: lease.subnet.toString() }, `ignoring lease: ${reason}`),
+            }),
+          )
+          .subscribe({
+            next: (batch) => {
+              if (stop.signal.aborted) return
+              for (const e of batch) {
+                const key = leaseKey(e.lease)
+                if (e.type === 'added') known.set(key, e.lease)
+                else known.delete(key)
+              }
+              seenFirst = true
+              emit({ type: 'peers', events: batch, known: known.size })
+              for (const sub of [...peerSubscribers]) sub.next(batch)
+            },
+            error: fail,
+          })
+        subs.add(watch)
       }
 
       this.lastError = undefined
@@ -454,8 +476,7 @@ export class Agent {
           this.statusSubject.next('running')
           this.outcomes.next({ ready: this.readyValue })
           emit({ type: 'ready', lease: network.lease, mtu: network.mtu })
-          runNetwork(network, config)
-          monitorOwnLease(network.lease)
+          watchLeases(network, config)
           scheduleRenew()
         })
         .catch(fail)
@@ -488,7 +509,21 @@ export class Agent {
     const factory = lookupBackend(config.backendType, this.backends)
     const backend = await factory.create({ registry, extIface, logger: this.logger })
     throwIfAborted(signal)
-    const network = await backend.registerNetwork(config, { signal, previous })
+    let prepared: PreparedNetwork | undefined
+    let network: Network
+    if (backend.prepare !== undefined) {
+      // The one lease owner: the backend prepares, the Agent acquires, the backend activates.
+      prepared = await backend.prepare(config, { signal })
+      network = await activateWithLease(registry, prepared, { signal, previous })
+    } else if (backend.registerNetwork !== undefined) {
+      network = await backend.registerNetwork(config, { signal, previous })
+    } else {
+      throw new InvalidArgumentError(
+        'backend',
+        backend.type,
+        'a backend implements prepare (or the deprecated registerNetwork)',
+      )
+    }
     let undo: (() => Promise<void>) | undefined
     try {
       throwIfAborted(signal)
@@ -513,6 +548,9 @@ export class Agent {
       return { network, config }
     } catch (error) {
       await undo?.().catch((e: unknown) => this.logger.warn({ err: e }, 'undoing prepare failed'))
+      await prepared
+        ?.abort()
+        .catch((e: unknown) => this.logger.warn({ err: e }, 'undoing the backend failed'))
       await registry
         .releaseLease(network.lease)
         .catch((e: unknown) => this.logger.warn({ err: e }, 'releasing the lease failed'))

@@ -6,10 +6,17 @@ export type {
   ExternalInterface,
   Network,
   NetworkEvent,
+  PreparedNetwork,
+  PrepareOptions,
   RegisterOptions,
 } from './types.js'
 export { backendsByType, defineBackend, lookupBackend } from './lookup.js'
 export { runStaleRouteCollector } from './collector.js'
-export { acquireBackendLease, setUpOrReleaseLease } from './lease.js'
+export {
+  acquireBackendLease,
+  activateWithLease,
+  registerPrepared,
+  setUpOrReleaseLease,
+} from './lease.js'
 export type { StaleRouteCollection, StaleRouteCollectorInit } from './collector.js'
 export type { BackendEntry, BackendList, BackendTable } from './lookup.js'
