@@ -14,13 +14,12 @@ import { filter, firstValueFrom, ReplaySubject, timeout } from 'rxjs'
 import {
   Agent,
   LeaseRevokedError,
-  encodeLeaseAttrs,
   formatSubnetEnv,
   parseNetworkConfig,
   subnetEnvValues,
-  subnetKey,
   type AgentEvent,
 } from '@flannel/core'
+import { encodeLeaseAttrs, subnetKey } from '@flannel/core/registry'
 import { EtcdRegistry } from '@flannel/registry-etcd'
 import { alloc } from '@flannel/backend-alloc'
 import {

@@ -8,7 +8,6 @@ import {
   isFlannelError,
   RouteLimitError,
   silentLogger,
-  sleep,
   throwIfAborted,
   type Backend,
   type BackendContext,
@@ -23,6 +22,7 @@ import {
   type NetworkEvent,
   type RegisterOptions,
 } from '@flannel/core'
+import { sleep } from '@flannel/core/registry'
 import { AliApi, createRpcClient, type AliRpcClient } from './api.js'
 import { AliApiError, AliDiscoveryError, AliRouteTimeoutError } from './errors.js'
 import { DEFAULT_METADATA_ENDPOINT, readMetadata } from './metadata.js'

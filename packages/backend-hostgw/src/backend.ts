@@ -15,12 +15,8 @@ import {
   type PrepareOptions,
   type RegisterOptions,
 } from '@flannel/core'
-import {
-  FLANNEL_ROUTE_PROTOCOL,
-  NetlinkHostNetwork,
-  normalizeIp,
-  type HostNetwork,
-} from '@flannel/linux'
+import { FLANNEL_ROUTE_PROTOCOL, NetlinkHostNetwork, type HostNetwork } from '@flannel/linux'
+import { normalizeIp } from '@flannel/linux/backend'
 import { PublicIpNotLocalError } from './errors.js'
 import { HostGwNetwork } from './network.js'
 

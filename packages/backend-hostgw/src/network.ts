@@ -10,15 +10,13 @@ import type {
 import { withoutOwnLease } from '@flannel/core'
 import {
   isNetlinkError,
-  normalizeCidr,
-  normalizeIp,
-  ReconcileLoop,
   type AddressFamily,
   type HostNetwork,
   type HostNetworkNotification,
   type LinkAddress,
   type Route,
 } from '@flannel/linux'
+import { normalizeCidr, normalizeIp, ReconcileLoop } from '@flannel/linux/backend'
 import { Observable, type Subscriber } from 'rxjs'
 import { onLinkOf } from './onlink.js'
 

@@ -19,12 +19,11 @@ import {
 import {
   FLANNEL_ROUTE_PROTOCOL,
   NetlinkHostNetwork,
-  runCommand,
-  vxlanMaxMtu,
   type AddressFamily,
   type CommandRunner,
   type HostNetwork,
 } from '@flannel/linux'
+import { runCommand, vxlanMaxMtu } from '@flannel/linux/backend'
 import { configureDevice, ensureDevice, randomVtepMac, setDeviceMtu } from './device.js'
 import { VxlanDeviceError } from './errors.js'
 import { inPodNetwork, VxlanNetwork, type LocalPlane } from './network.js'

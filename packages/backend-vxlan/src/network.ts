@@ -10,9 +10,6 @@ import type {
 import { withoutOwnLease } from '@flannel/core'
 import {
   isNetlinkError,
-  normalizeCidr,
-  ReconcileLoop,
-  withRetry,
   type AddressFamily,
   type HostNetwork,
   type HostNetworkNotification,
@@ -21,6 +18,7 @@ import {
   type Route,
   type VxlanLinkSpec,
 } from '@flannel/linux'
+import { normalizeCidr, ReconcileLoop, withRetry } from '@flannel/linux/backend'
 import { Observable, type Subscriber } from 'rxjs'
 import { peerPlane, type PeerPlane } from './data.js'
 import { configureDevice, ensureDevice, incompatibility, setDeviceMtu } from './device.js'

@@ -13,9 +13,7 @@ import { describe, expect, it } from 'vitest'
 import {
   Ip4Net,
   Ip6Net,
-  isCanonicalLease,
   isOwnSubnet,
-  leaseKey,
   leasesOverlap,
   parseIp4,
   parseIp6,
@@ -23,6 +21,7 @@ import {
   type Lease,
   type LeaseEvent,
 } from '@flannel/core'
+import { isCanonicalLease, leaseKey } from '@flannel/core/registry'
 import { propertySeed } from '@flannel/testkit'
 
 const own: Lease = lease(Ip4Net.parse('10.5.1.0/24'), Ip6Net.parse('fd00:5:0:1::/64'))

@@ -5,10 +5,8 @@ import {
   AbortError,
   ConfigError,
   FlannelError,
-  encodeLeaseAttrs,
   isFlannelError,
   parseNetworkConfig,
-  sleep,
   throwIfAborted,
   type AcquireOptions,
   type CallOptions,
@@ -19,6 +17,7 @@ import {
   type NetworkConfig,
   type SubnetRegistry,
 } from '@flannel/core'
+import { encodeLeaseAttrs, sleep } from '@flannel/core/registry'
 import {
   annotationKeys,
   annotationPatchBody,

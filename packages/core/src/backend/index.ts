@@ -12,11 +12,6 @@ export type {
 } from './types.js'
 export { backendsByType, defineBackend, lookupBackend } from './lookup.js'
 export { runStaleRouteCollector } from './collector.js'
-export {
-  acquireBackendLease,
-  activateWithLease,
-  registerPrepared,
-  setUpOrReleaseLease,
-} from './lease.js'
+export { registerPrepared } from './lease.js'
 export type { StaleRouteCollection, StaleRouteCollectorInit } from './collector.js'
 export type { BackendEntry, BackendList, BackendTable } from './lookup.js'
