@@ -389,3 +389,5 @@ function defineExpiryCases(t: CaseFn, make: Make, watch: Watch): void {
     },
   )
 }
+
+export { describeBackendConformance, type BackendHarness } from './backend.js'
