@@ -10,14 +10,14 @@
  */
 import { Agent } from '@flannel/core'
 import { EtcdRegistry } from '@flannel/registry-etcd'
-import { createBackend as alloc } from '@flannel/backend-alloc'
+import { alloc } from '@flannel/backend-alloc'
 
 const registry = new EtcdRegistry({
   endpoints: process.env.ETCD_ENDPOINTS ?? 'http://127.0.0.1:2379',
 })
 const agent = new Agent({
   registry,
-  backends: { alloc }, // add e.g. vxlan: (await import('@flannel/backend-vxlan')).createBackend
+  backends: [alloc()], // add e.g. vxlan() from @flannel/backend-vxlan: the config's Type picks one
   extIface: { name: 'eth0', index: 2, mtu: 1500, extAddr: process.env.PUBLIC_IP ?? '192.0.2.10' },
   subnetFile: process.env.SUBNET_FILE ?? './subnet.env',
 })
@@ -26,16 +26,17 @@ const stop = new AbortController()
 process.once('SIGINT', () => stop.abort())
 process.once('SIGTERM', () => stop.abort())
 
-agent.run({ signal: stop.signal }).subscribe({
-  next: (event) => {
+try {
+  // Runs the agent until stop aborts; leaving the loop would stop it too.
+  for await (const event of agent.events({ signal: stop.signal })) {
     if (event.type === 'ready') console.log(`ready: lease ${event.lease.subnet}, MTU ${event.mtu}`)
     if (event.type === 'renewed')
       console.log(`renewed until ${event.lease.expiration.toISOString()}`)
-  },
-  error: (error: unknown) => {
-    console.error(String(error))
-    process.exitCode = 1
-    void registry.close()
-  },
-  complete: () => void registry.close().then(() => console.log('stopped')),
-})
+  }
+  console.log('stopped')
+} catch (error) {
+  console.error(String(error)) // e.g. LeaseRevokedError
+  process.exitCode = 1
+} finally {
+  await registry.close()
+}

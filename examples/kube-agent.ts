@@ -12,7 +12,7 @@
  */
 import { Agent } from '@flannel/core'
 import { KubeRegistry } from '@flannel/registry-kube'
-import { createBackend as vxlan } from '@flannel/backend-vxlan'
+import { vxlan } from '@flannel/backend-vxlan'
 import { NetlinkHostNetwork, selectExternalInterface } from '@flannel/linux'
 
 const registry = new KubeRegistry({
@@ -21,19 +21,20 @@ const registry = new KubeRegistry({
   kubeconfigPath: process.env.KUBECONFIG_FILE,
   netConfigPath: process.env.NET_CONF ?? '/etc/kube-flannel/net-conf.json',
 })
-const config = await registry.getNetworkConfig()
-const pinned = await registry.getStoredPublicIP() // the node-public-ip annotation, if any
-const extIface = await selectExternalInterface(new NetlinkHostNetwork(), {
-  iface: process.env.IFACE ? [process.env.IFACE] : [],
-  publicIP: pinned.publicIP ?? process.env.PUBLIC_IP,
-  enableIPv4: config.enableIPv4,
-  enableIPv6: config.enableIPv6,
-})
 const agent = new Agent({
   registry,
-  backends: { vxlan },
-  extIface,
-  config,
+  backends: [vxlan()],
+  // Once the Agent has read net-conf.json: flanneld's interface rules, with the
+  // node-public-ip annotation (if any) as the published address.
+  extIface: async ({ enableIPv4, enableIPv6 }) => {
+    const pinned = await registry.getStoredPublicIP()
+    return selectExternalInterface(new NetlinkHostNetwork(), {
+      iface: process.env.IFACE ? [process.env.IFACE] : [],
+      publicIP: pinned.publicIP ?? process.env.PUBLIC_IP,
+      enableIPv4,
+      enableIPv6,
+    })
+  },
   subnetFile: process.env.SUBNET_FILE ?? '/run/flannel/subnet.env',
 })
 

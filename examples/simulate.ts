@@ -10,6 +10,7 @@ import type { Observable } from 'rxjs'
 import { map, mergeMap, from, type Subscription } from 'rxjs'
 import {
   Agent,
+  defineBackend,
   type AgentEvent,
   type Backend,
   type BackendContext,
@@ -58,7 +59,7 @@ try {
     const registry = new EtcdRegistry({ endpoints: etcd.endpoints })
     const agent = new Agent({
       registry,
-      backends: { alloc: (ctx) => new PrintBackend(ctx) },
+      backends: [defineBackend('alloc', (ctx) => new PrintBackend(ctx))],
       extIface: { name: 'eth0', index: 2, mtu: 1500, extAddr: `192.0.2.${11 + i}` },
       subnetFile: null,
     })
@@ -74,7 +75,8 @@ try {
       },
       error: (err: unknown) => console.log(`${name}: stopped: ${String(err)}`),
     })
-    await settle()
+    await agent.ready()
+    await settle() // let the others see it before the next host starts
   }
 
   console.log('\nlease table (etcd):')

@@ -62,6 +62,9 @@ export function compileExamples(): { blocks: number; errors: string } {
           typeRoots: [join(root, 'node_modules', '@types')],
           paths: {
             '@flannel/testkit/*': [join(root, 'packages/testkit/src/*/index.ts')],
+            // subpath exports: @flannel/core/registry -> packages/core/src/registry/index.ts
+            '@flannel/core/*': [join(root, 'packages/core/src/*/index.ts')],
+            '@flannel/linux/*': [join(root, 'packages/linux/src/*/index.ts')],
             '@flannel/*': [join(root, 'packages/*/src/index.ts')],
           },
         },

@@ -1,35 +1,47 @@
-import type { BackendFactory, BackendTable } from '@flannel/core'
-import { BACKEND_PACKAGES } from './backends.js'
+import { defineBackend, type BackendFactory } from '@flannel/core'
+import {
+  BACKEND_PACKAGES,
+  BackendPackageError,
+  lazyBackend,
+  type BackendSource,
+} from './backends.js'
 
 /**
- * The backend table of the bundled `flannel-agent` (dist/cli.js; see
- * tsup.config.ts): the same table as `./backends.js`, with each package
+ * The backend list of the bundled `flannel-agent` (dist/cli.js; see
+ * tsup.config.ts): the same list as `./backends.js`, with each package
  * imported by a literal name so that the bundler makes every backend a chunk
- * of its own, loaded on first use.
+ * of its own, loaded on first use and sharing the bundle's one copy of
+ * @flannel/core and rxjs.
  */
-type BackendModule = { createBackend?: unknown }
-
-const IMPORTS: Readonly<Record<string, () => Promise<BackendModule>>> = {
-  vxlan: () => import('@flannel/backend-vxlan'),
-  'host-gw': () => import('@flannel/backend-hostgw'),
-  udp: () => import('@flannel/backend-udp'),
-  alloc: () => import('@flannel/backend-alloc'),
-  'aws-vpc': () => import('@flannel/backend-aws'),
-  gce: () => import('@flannel/backend-gce'),
-  'ali-vpc': () => import('@flannel/backend-ali'),
+const IMPORTS: Readonly<Record<string, () => Promise<() => BackendFactory>>> = {
+  vxlan: async () => (await import('@flannel/backend-vxlan')).vxlan,
+  'host-gw': async () => (await import('@flannel/backend-hostgw')).hostGw,
+  udp: async () => (await import('@flannel/backend-udp')).udp,
+  alloc: async () => (await import('@flannel/backend-alloc')).alloc,
+  'aws-vpc': async () => (await import('@flannel/backend-aws')).awsVpc,
+  gce: async () => (await import('@flannel/backend-gce')).gce,
+  'ali-vpc': async () => (await import('@flannel/backend-ali')).aliVpc,
 }
 
 async function factoryOf(type: string): Promise<BackendFactory> {
-  const mod = await IMPORTS[type]!()
-  if (typeof mod.createBackend !== 'function') {
-    throw new Error(`${BACKEND_PACKAGES[type]} does not export createBackend`)
+  const pkg = BACKEND_PACKAGES[type]!
+  let make: () => BackendFactory
+  try {
+    make = await IMPORTS[type]!()
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error)
+    throw new BackendPackageError(type, pkg, reason, { cause: error })
   }
-  return mod.createBackend as BackendFactory
+  if (typeof make !== 'function') {
+    throw new BackendPackageError(type, pkg, 'it does not export its factory')
+  }
+  return make()
 }
 
-export { BACKEND_PACKAGES }
+export { BACKEND_PACKAGES, BackendPackageError, lazyBackend }
+export type { BackendSource }
 
-/** Every backend the command can run, by `Backend.Type`, each loaded lazily. */
-export const BACKENDS: BackendTable = Object.fromEntries(
-  Object.keys(BACKEND_PACKAGES).map((type) => [type, { load: () => factoryOf(type) }]),
+/** Every backend the command can run, each package loaded when its type is configured. */
+export const BACKENDS: readonly BackendFactory[] = Object.keys(IMPORTS).map((type) =>
+  defineBackend(type, async (ctx) => (await factoryOf(type)).create(ctx)),
 )

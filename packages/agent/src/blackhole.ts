@@ -16,18 +16,19 @@ export async function startBlackholeRoutes(
   logger: Logger,
 ): Promise<{ stop(): Promise<void>; undo(): Promise<void> }> {
   const linux = await import('@flannel/linux')
+  const { normalizeCidr, syncBlackholeRoutes } = await import('@flannel/linux/backend')
   const host = new linux.NetlinkHostNetwork({ logger })
   const { config, network } = ctx
   const subnets: string[] = []
   if (config.enableIPv4) subnets.push(network.lease.subnet.toString())
   if (config.enableIPv6 && network.lease.ipv6Subnet)
     subnets.push(network.lease.ipv6Subnet.toString())
-  const own = new Set(subnets.map((s) => linux.normalizeCidr(s)))
+  const own = new Set(subnets.map((s) => normalizeCidr(s)))
   const added = new Set<string>()
   let lastFailure = ''
   let lastYielded = ''
   const sync = async (): Promise<void> => {
-    const result = await linux.syncBlackholeRoutes(host, subnets)
+    const result = await syncBlackholeRoutes(host, subnets)
     for (const subnet of result.added) added.add(subnet)
     if (result.added.length > 0) logger.info({ subnets: result.added }, 'blackhole route added')
     if (result.removed.length > 0)

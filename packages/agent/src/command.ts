@@ -3,9 +3,9 @@ import { pino, destination } from 'pino'
 import type { Subscription } from 'rxjs'
 import {
   Agent,
-  fetchNetworkConfig,
   isFlannelError,
   type AgentTimers,
+  type BackendList,
   type BackendTable,
   type ExternalInterface,
   type Logger,
@@ -34,8 +34,11 @@ export interface AgentCommandDeps {
   readonly extIface?: ExternalInterface | undefined
   /** Install flanneld's masquerade/forward rules (`@flannel/linux` HostRules). Default true. */
   readonly hostRules?: boolean | undefined
-  /** Backends by Type; default all seven, each loaded on first use. */
-  readonly backends?: BackendTable | undefined
+  /**
+   * The backends, as a list of factories (`[alloc()]`); default all seven,
+   * each package imported only when its type is configured.
+   */
+  readonly backends?: BackendList | BackendTable | undefined
   /** Logger; default pino on stderr at the level given by `-v`. */
   readonly logger?: Logger | undefined
   /** Clock and timers for the agent (tests). */
@@ -108,40 +111,35 @@ export async function startAgentCommand(
     } else if (!registry) {
       registry = ownRegistry = await createEtcdRegistry(options, logger)
     }
-    let config: NetworkConfig
-    try {
-      config = await fetchNetworkConfig(registry, {
-        signal: stopper.signal,
-        logger,
-        onRetry: (error) => {
-          if (isFlannelError(error, 'REGISTRY_UNAVAILABLE')) metrics.registryError()
-        },
-      })
-    } catch (error) {
-      if (stopper.signal.aborted) return { code: 0 }
-      throw error
-    }
-    let ifaceOptions = options
-    if (kube) {
-      logger.info({}, `Found network config - Backend type: ${config.backendType}`)
-      // flanneld's GetStoredPublicIP: node-public-ip(v6) replace --public-ip(v6).
-      const stored = await kube.getStoredPublicIP({ signal: stopper.signal })
-      ifaceOptions = {
-        ...options,
-        publicIP: stored.publicIP ?? options.publicIP,
-        publicIPv6: stored.publicIPv6 ?? options.publicIPv6,
+    // The Agent reads the config, then asks for the interface (flanneld's order).
+    let ifaceChosen = false
+    const extIface = async (
+      config: NetworkConfig,
+      { signal }: { readonly signal: AbortSignal },
+    ): Promise<ExternalInterface> => {
+      let ifaceOptions = options
+      if (kube) {
+        logger.info({}, `Found network config - Backend type: ${config.backendType}`)
+        // flanneld's GetStoredPublicIP: node-public-ip(v6) replace --public-ip(v6).
+        const stored = await kube.getStoredPublicIP({ signal })
+        ifaceOptions = {
+          ...options,
+          publicIP: stored.publicIP ?? options.publicIP,
+          publicIPv6: stored.publicIPv6 ?? options.publicIPv6,
+        }
       }
+      const ext = deps.extIface ?? (await selectInterface(ifaceOptions, config, logger))
+      logger.info(
+        { iface: ext.name, publicIP: ext.extAddr, publicIPv6: ext.extV6Addr },
+        'Using interface',
+      )
+      ifaceChosen = true
+      return ext
     }
-    const extIface = deps.extIface ?? (await selectInterface(ifaceOptions, config, logger))
-    logger.info(
-      { iface: extIface.name, publicIP: extIface.extAddr, publicIPv6: extIface.extV6Addr },
-      'Using interface',
-    )
     const agent = new Agent({
       registry,
       backends: deps.backends ?? BACKENDS,
       extIface,
-      config,
       subnetFile: options.subnetFile,
       ipMasq: options.ipMasq,
       renewMarginMs: options.subnetLeaseRenewMargin * 60_000,
@@ -194,7 +192,11 @@ export async function startAgentCommand(
           }
         },
         error: (error: unknown) => {
-          if (isFlannelError(error, 'LEASE_REVOKED')) {
+          if (!ifaceChosen) {
+            // No config (a closed registry) or no interface: flanneld's text alone.
+            if (isFlannelError(error, 'REGISTRY_UNAVAILABLE')) metrics.registryError()
+            resolve(fatal(firstLine(error)))
+          } else if (isFlannelError(error, 'LEASE_REVOKED')) {
             // flanneld logs the revocation as an error, then shuts down
             // cleanly and exits 0 (spec: core.md section 6); so do we.
             const reason = 'Lease has been revoked. Shutting down daemon.'

@@ -8,6 +8,7 @@ export { optionsFromFlags, helpText, envName, FLAGS, UsageError } from './flags.
 export type { AgentCommandOptions } from './flags.js'
 export { startAgentCommand, levelForVerbosity } from './command.js'
 export type { AgentCommand, AgentCommandDeps, AgentCommandResult } from './command.js'
-export { BACKENDS, BACKEND_PACKAGES } from './backends.js'
+export { BACKENDS, BACKEND_PACKAGES, BackendPackageError, lazyBackend } from './backends.js'
+export type { BackendSource } from './backends.js'
 export { AgentMetrics } from './metrics.js'
 export { AGENT_VERSION } from './version.js'

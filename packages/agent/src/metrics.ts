@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { AgentEvent, Lease } from '@flannel/core'
+import { isFlannelError, type AgentEvent, type Lease } from '@flannel/core'
 import type { UdpCounters } from '@flannel/backend-udp'
 
 /** A network whose datapath counts its drops (the udp backend's `UdpNetwork`). */
@@ -106,6 +106,9 @@ export class AgentMetrics {
       case 'renew-failed':
         this.renewals.inc({ result: 'failed' })
         this.registryErrors.inc()
+        break
+      case 'config-failed':
+        if (isFlannelError(event.error, 'REGISTRY_UNAVAILABLE')) this.registryErrors.inc()
         break
       case 'network': {
         const ev = event.event

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { firstValueFrom, filter, lastValueFrom, take, toArray } from 'rxjs'
 import { Agent, isFlannelError, type AgentEvent, type ExternalInterface } from '@flannel/core'
-import { createBackend as alloc } from '@flannel/backend-alloc'
+import { alloc } from '@flannel/backend-alloc'
 import { EtcdRegistry } from '@flannel/registry-etcd'
 import { etcdMissingReason, startEtcd, type EtcdServer } from '@flannel/testkit/etcd'
 
@@ -42,7 +42,7 @@ describe.skipIf(reason)(
       try {
         const agent = new Agent({
           registry,
-          backends: { alloc },
+          backends: [alloc()],
           extIface: ext,
           subnetFile: join(dir, 'a.env'),
           renewMarginMs: 2500,
@@ -70,7 +70,7 @@ describe.skipIf(reason)(
       const first = new EtcdRegistry({ endpoints: etcd.endpoints })
       const agentA = new Agent({
         registry: first,
-        backends: { alloc },
+        backends: [alloc()],
         extIface: { ...ext, extAddr: '192.0.2.20' },
         subnetFile: file,
       })
@@ -83,7 +83,7 @@ describe.skipIf(reason)(
         await etcd.etcdctl('del', `/coreos.com/network/subnets/${agentA.lease!.subnet.toKey()}`)
         const agentB = new Agent({
           registry: second,
-          backends: { alloc },
+          backends: [alloc()],
           extIface: { ...ext, extAddr: '192.0.2.21' },
           subnetFile: file,
         })

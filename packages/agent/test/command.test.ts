@@ -4,11 +4,12 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
   MemoryRegistry,
+  isFlannelError,
   silentLogger,
   type ExternalInterface,
   type SubnetRegistry,
 } from '@flannel/core'
-import { createBackend as alloc } from '@flannel/backend-alloc'
+import { alloc } from '@flannel/backend-alloc'
 import { optionsFromFlags, startAgentCommand, type AgentCommand } from '@flannel/agent'
 import { FakeRegistry, FakeTimers } from '../../core/test/agent-fakes.js'
 
@@ -33,10 +34,12 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
-async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
+async function until(cond: () => boolean | Promise<boolean>, timers?: FakeTimers): Promise<void> {
   for (let i = 0; i < 500; i++) {
     if (await cond()) return
     await new Promise((r) => setTimeout(r, 10))
+    // the agent's config retries wait on its (fake) clock
+    if (timers !== undefined && i % 5 === 4) await timers.advance(1000)
   }
   throw new Error('condition not reached')
 }
@@ -58,7 +61,7 @@ describe('flannel-agent command in-process (alloc backend)', () => {
     expect((await fetch(`${url}/readyz`)).status).toBe(503)
 
     registry.configMisses = 0
-    await until(async () => (await fetch(`${url}/readyz`)).status === 200)
+    await until(async () => (await fetch(`${url}/readyz`)).status === 200, timers)
     expect(await readFile(join(dir, 'subnet.env'), 'utf8')).toContain('FLANNEL_MTU=1500\n')
 
     registry.addPeer('10.5.200.0/24', '192.0.2.30')
@@ -145,11 +148,11 @@ describe('flannel-agent command in-process (alloc backend)', () => {
       return read()
     }
     command = await startAgentCommandOnFreePort(registry, timers)
-    await until(() => reads >= 2)
+    await until(() => reads >= 2, timers)
     expect(command.isReady()).toBe(false)
     expect(registry.leases.size).toBe(0)
     registry.badConfig = undefined
-    await until(() => command!.isReady())
+    await until(() => command!.isReady(), timers)
     expect(registry.leases.size).toBe(1)
   })
 
@@ -268,20 +271,42 @@ async function startAgentCommandOnFreePort(
     registry,
     extIface: ext,
     hostRules: false,
-    backends: { alloc },
+    backends: [alloc()],
     logger: silentLogger,
     timers,
   })
 }
 
 describe('BACKENDS', () => {
-  it('loads each backend package lazily and finds its createBackend', async () => {
+  it("lists one lazy factory per backend type, each creating its own package's backend", async () => {
     const { BACKENDS } = await import('@flannel/agent')
     const { lookupBackend } = await import('@flannel/core')
-    for (const type of ['alloc', 'host-gw', 'vxlan']) {
-      const entry = BACKENDS[type]
-      expect(typeof entry).toBe('object')
-      expect(typeof (await lookupBackend(type, BACKENDS))).toBe('function')
-    }
+    expect(BACKENDS.map((f) => f.type).sort()).toEqual(
+      ['ali-vpc', 'alloc', 'aws-vpc', 'gce', 'host-gw', 'udp', 'vxlan'].sort(),
+    )
+    const backend = await lookupBackend('alloc', BACKENDS).create({
+      registry: new MemoryRegistry('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}'),
+      extIface: ext,
+    })
+    expect(backend.type).toBe('alloc')
+    expect(backend.constructor.name).toBe('AllocBackend')
+  })
+
+  it('names the package when a configured backend cannot be loaded', async () => {
+    const { lazyBackend } = await import('@flannel/agent')
+    const registry = new MemoryRegistry('{"Network":"10.5.0.0/16","Backend":{"Type":"mine"}}')
+    const missing = lazyBackend('mine', { package: 'flannel-backend-not-there', factory: 'mine' })
+    const err = await Promise.resolve(missing.create({ registry, extIface: ext })).catch(
+      (e: unknown) => e,
+    )
+    expect(isFlannelError(err, 'BACKEND_UNAVAILABLE')).toBe(true)
+    expect((err as Error).message).toBe(
+      'backend type "mine" needs the package flannel-backend-not-there, which could not be loaded: it is not installed (npm install flannel-backend-not-there)',
+    )
+    const wrong = lazyBackend('mine', { package: '@flannel/backend-alloc', factory: 'mine' })
+    await expect(Promise.resolve(wrong.create({ registry, extIface: ext }))).rejects.toThrow(
+      'backend type "mine" needs the package @flannel/backend-alloc, which could not be loaded: it does not export the factory mine()',
+    )
+    expect(() => lazyBackend('nope')).toThrow('no package serves this type')
   })
 })

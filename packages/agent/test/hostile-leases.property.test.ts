@@ -19,8 +19,8 @@ import fc from 'fast-check'
 import { Subject, filter, firstValueFrom, timeout, type Subscription } from 'rxjs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Agent, type AgentEvent, type ExternalInterface } from '@flannel/core'
-import { HostGwBackend } from '@flannel/backend-hostgw'
-import { VxlanBackend } from '@flannel/backend-vxlan'
+import { hostGw } from '@flannel/backend-hostgw'
+import { vxlan } from '@flannel/backend-vxlan'
 import { MemoryHostNetwork } from '@flannel/linux'
 import { EtcdRegistry } from '@flannel/registry-etcd'
 import { propertySeed } from '@flannel/testkit'
@@ -221,10 +221,7 @@ describe.skipIf(missing !== undefined)(
         registry,
         extIface: ext,
         subnetFile,
-        backends: {
-          vxlan: (ctx) => new VxlanBackend(ctx, { ...tuning, procSys: false }),
-          'host-gw': (ctx) => new HostGwBackend(ctx, tuning),
-        },
+        backends: [vxlan({ ...tuning, procSys: false }), hostGw(tuning)],
       })
       const events = new Subject<AgentEvent>()
       let failure: unknown

@@ -14,15 +14,14 @@ import { filter, firstValueFrom, ReplaySubject, timeout } from 'rxjs'
 import {
   Agent,
   LeaseRevokedError,
-  encodeLeaseAttrs,
   formatSubnetEnv,
   parseNetworkConfig,
   subnetEnvValues,
-  subnetKey,
   type AgentEvent,
 } from '@flannel/core'
+import { encodeLeaseAttrs, subnetKey } from '@flannel/core/registry'
 import { EtcdRegistry } from '@flannel/registry-etcd'
-import { createBackend as createAlloc } from '@flannel/backend-alloc'
+import { alloc } from '@flannel/backend-alloc'
 import {
   ALLOCATED,
   Flanneld,
@@ -78,7 +77,7 @@ describe.skipIf(skipReason !== undefined)(
       registry = new EtcdRegistry({ endpoints: etcd.clientUrl, prefix: PREFIX })
       const agent = new Agent({
         registry,
-        backends: { alloc: createAlloc },
+        backends: [alloc()],
         extIface: {
           name: 'eth0',
           index: 2,

@@ -12,7 +12,7 @@
  * binary, no root or no etcd is available.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { encodeLeaseAttrs } from '@flannel/core'
+import { encodeLeaseAttrs } from '@flannel/core/registry'
 import { etcdMissingReason } from '@flannel/testkit/etcd'
 import {
   interopSkipReason,

@@ -11,13 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Subscription } from 'rxjs'
-import {
-  Agent,
-  type AgentEvent,
-  type Backend,
-  type BackendContext,
-  type ExternalInterface,
-} from '@flannel/core'
+import { Agent, type AgentEvent, type BackendFactory, type ExternalInterface } from '@flannel/core'
 import { EtcdRegistry } from '@flannel/registry-etcd'
 import type { Netns } from '@flannel/testkit/flanneld'
 import {
@@ -31,10 +25,10 @@ import {
   type InteropEtcd,
 } from '@flannel/testkit/flanneld'
 import { RemoteHostNetwork } from '../../linux/test/helpers/netns.js'
-import { HostGwBackend } from '@flannel/backend-hostgw'
-import { VxlanBackend } from '@flannel/backend-vxlan'
+import { hostGw } from '@flannel/backend-hostgw'
+import { vxlan } from '@flannel/backend-vxlan'
 
-type Factory = (ctx: BackendContext, host: RemoteHostNetwork) => Backend
+type Factory = (host: RemoteHostNetwork) => BackendFactory
 
 const baseSkip = interopSkipReason()
 const CASES: readonly {
@@ -50,14 +44,14 @@ const CASES: readonly {
   {
     type: 'host-gw',
     skip: baseSkip,
-    factory: (ctx, host) => new HostGwBackend(ctx, { host }),
+    factory: (host) => hostGw({ host }),
     route: (subnet, peer) => new RegExp(`^${esc(subnet)} via ${esc(peer)} dev eth0`),
   },
   {
     type: 'vxlan',
     skip: baseSkip,
     // procSys: false, as accept_ra would be written in this process's namespace, not host 2's
-    factory: (ctx, host) => new VxlanBackend(ctx, { host, procSys: false }),
+    factory: (host) => vxlan({ host, procSys: false }),
     route: (subnet) =>
       new RegExp(
         `^${esc(subnet)} via ${esc(subnet.split('/')[0]!)} dev flannel\\.1( proto \\S+)? onlink`,
@@ -111,7 +105,7 @@ describe.each(CASES)('$type', ({ type, skip, factory, route: expectedRoute }) =>
         const registry = new EtcdRegistry({ endpoints: etcd.clientUrl, prefix: PREFIX })
         const agent = new Agent({
           registry,
-          backends: { [type]: (ctx: BackendContext) => factory(ctx, host2!) },
+          backends: [factory(host2!)],
           extIface: ext2,
           subnetFile: join(dir, 'h2.env'),
         })

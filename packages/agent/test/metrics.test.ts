@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { ConfigNotFoundError, RegistryUnavailableError } from '@flannel/core'
 import type { UdpCounters } from '@flannel/backend-udp'
 import { AgentMetrics } from '../src/metrics.js'
 
@@ -52,5 +53,22 @@ describe('AgentMetrics udp drop counters', () => {
     const text = await metrics.registry.metrics()
     expect(text).toContain('# TYPE flannel_udp_dropped_packets_total counter')
     expect(text).not.toContain('flannel_udp_dropped_packets_total{')
+  })
+})
+
+describe('AgentMetrics registry errors', () => {
+  it('counts config reads that failed because the registry was unreachable, not a missing config', async () => {
+    const metrics = new AgentMetrics()
+    metrics.observe({
+      type: 'config-failed',
+      error: new RegistryUnavailableError('etcd: no endpoint answered'),
+      retryInMs: 1000,
+    })
+    metrics.observe({
+      type: 'config-failed',
+      error: new ConfigNotFoundError('no config'),
+      retryInMs: 1000,
+    })
+    expect(await metrics.registry.metrics()).toContain('flannel_registry_errors_total 1')
   })
 })

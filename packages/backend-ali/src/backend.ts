@@ -1,10 +1,12 @@
 import { mergeMap, type Observable } from 'rxjs'
 import {
-  ConfigError,
-  InvalidArgumentError,
-  RouteLimitError,
   backendOption,
+  ConfigError,
+  defineBackend,
+  registerPrepared,
+  InvalidArgumentError,
   isFlannelError,
+  RouteLimitError,
   silentLogger,
   throwIfAborted,
   type Backend,
@@ -15,11 +17,12 @@ import {
   type Logger,
   type Network,
   type NetworkConfig,
+  type PreparedNetwork,
+  type PrepareOptions,
   type NetworkEvent,
   type RegisterOptions,
-  sleep,
-  setUpOrReleaseLease,
 } from '@flannel/core'
+import { sleep } from '@flannel/core/registry'
 import { AliApi, createRpcClient, type AliRpcClient } from './api.js'
 import { AliApiError, AliDiscoveryError, AliRouteTimeoutError } from './errors.js'
 import { DEFAULT_METADATA_ENDPOINT, readMetadata } from './metadata.js'
@@ -96,7 +99,7 @@ interface DescribeRouteTablesResponse {
  * route table to this ECS instance (spec: backends.md section 7). The lease
  * carries no `BackendType` and no backend data; peers need nothing from it.
  *
- * registerNetwork: credentials, metadata (region, instance, VPC),
+ * prepare: credentials, metadata (region, instance, VPC),
  * DescribeVpcs -> VRouter, DescribeVRouters -> first route table, lease,
  * DescribeRouteTables, delete this instance's stale entries, create the
  * entry for the lease subnet (next hop: this instance) unless present, then
@@ -114,7 +117,12 @@ export class AliVpcBackend implements Backend {
     this.logger = (ctx.logger ?? silentLogger).child({ backend: 'ali-vpc' })
   }
 
-  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+  /**
+   * Credentials, metadata and the VPC's route table, before any lease;
+   * `activate` then puts the own route in place. On failure the API client
+   * is closed and nothing is left.
+   */
+  async prepare(config: NetworkConfig, opts: PrepareOptions = {}): Promise<PreparedNetwork> {
     const signal = opts.signal
     throwIfAborted(signal)
     const env = this.options.env ?? process.env
@@ -142,22 +150,43 @@ export class AliVpcBackend implements Backend {
       apiEndpoint,
       this.options.requestTimeoutMs ?? 10_000,
     )
+    let closed = false
+    const close = async (): Promise<void> => {
+      if (!closed) api.close()
+      closed = true
+    }
     try {
       // Fail on missing credentials before anything else, as flanneld does.
       if (this.options.client === undefined) resolveCredentials(config, this.options, env)
       const where = await this.discover(api, env, signal)
       this.logger.info({ ...where }, 'found the VPC route table')
-      const lease = await this.ctx.registry.acquireLease(
-        { publicIP },
-        { signal, previous: opts.previous },
-      )
-      await setUpOrReleaseLease(this.ctx.registry, lease, this.logger, () =>
-        this.reconcile(api, where, lease, signal),
-      )
-      return new AliVpcNetwork(lease, this.ctx.extIface.mtu)
-    } finally {
-      api.close()
+      return {
+        attrs: { publicIP },
+        abort: close,
+        activate: async (lease, activateOpts = {}) => {
+          try {
+            await this.reconcile(api, where, lease, activateOpts.signal)
+            return new AliVpcNetwork(lease, this.ctx.extIface.mtu)
+          } finally {
+            await close()
+          }
+        },
+      }
+    } catch (error) {
+      await close()
+      throw error
     }
+  }
+
+  /**
+   * Prepares, acquires the lease from `ctx.registry` and activates; on
+   * failure the lease is released.
+   *
+   * @deprecated The Agent calls {@link AliVpcBackend.prepare} and owns the
+   *   lease; without an Agent use `registerPrepared(registry, backend, config)`.
+   */
+  registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    return registerPrepared(this.ctx.registry, this, config, opts)
   }
 
   private async discover(
@@ -443,5 +472,24 @@ function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value
 }
 
-/** Creates an {@link AliVpcBackend} with default options (for the agent's backend table). */
-export const createBackend: BackendFactory = (ctx) => new AliVpcBackend(ctx)
+/**
+ * The `ali-vpc` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [aliVpc({ ... })] })`. Each
+ * agent start creates a fresh {@link AliVpcBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [aliVpc()] })
+ * ```
+ */
+export function aliVpc(options: AliVpcOptions = {}): BackendFactory {
+  return defineBackend('ali-vpc', (ctx) => new AliVpcBackend(ctx, options))
+}
+
+/**
+ * Creates a {@link AliVpcBackend} with default options (the older table form,
+ * `backends: { 'ali-vpc': createBackend }`).
+ *
+ * @deprecated Use `aliVpc(options)` in the agent's `backends` list.
+ */
+export const createBackend = (ctx: BackendContext): AliVpcBackend => new AliVpcBackend(ctx)

@@ -8,6 +8,7 @@
 export {
   AliVpcBackend,
   createBackend,
+  aliVpc,
   DEFAULT_API_ENDPOINT,
   DEFAULT_API_VERSION,
   type AliVpcOptions,

@@ -1,4 +1,5 @@
-import { AbortError, sleep, throwIfAborted } from '@flannel/core'
+import { AbortError, throwIfAborted } from '@flannel/core'
+import { sleep } from '@flannel/core/registry'
 import { AliMetadataError } from './errors.js'
 
 /** The metadata server every ECS instance reaches. */

@@ -1,9 +1,11 @@
 import {
-  acquireBackendLease,
+  defineBackend,
+  registerPrepared,
   silentLogger,
   throwIfAborted,
   type Backend,
   type BackendContext,
+  type BackendFactory,
   type Lease,
   type LeaseAttrs,
   type LeaseEvent,
@@ -11,6 +13,8 @@ import {
   type Network,
   type NetworkConfig,
   type NetworkEvent,
+  type PreparedNetwork,
+  type PrepareOptions,
   type RegisterOptions,
 } from '@flannel/core'
 import { NEVER, type Observable } from 'rxjs'
@@ -33,18 +37,34 @@ export class AllocBackend implements Backend {
   }
 
   /**
-   * Acquires the lease. Failures other than an abort are reported as
-   * `failed to acquire lease: <reason>` (flanneld's wording); an abort after
-   * the lease was acquired releases it again.
+   * Says what to publish (`PublicIP` only); changes nothing. The network is
+   * the lease and the external interface's MTU.
    */
-  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+  async prepare(_config: NetworkConfig, opts: PrepareOptions = {}): Promise<PreparedNetwork> {
     throwIfAborted(opts.signal)
     const ext = this.ctx.extIface
     // flanneld's alloc publishes PublicIP only, even in dual-stack mode.
     const attrs: LeaseAttrs = { publicIP: ext.extAddr ?? '0.0.0.0' }
-    const lease = await acquireBackendLease(this.ctx.registry, attrs, opts)
-    this.logger.info({ subnet: lease.subnet.toString() }, 'alloc lease acquired')
-    return new AllocNetwork(lease, ext.mtu)
+    return {
+      attrs,
+      activate: async (lease) => {
+        this.logger.info({ subnet: lease.subnet.toString() }, 'alloc lease acquired')
+        return new AllocNetwork(lease, ext.mtu)
+      },
+      abort: async () => undefined,
+    }
+  }
+
+  /**
+   * Prepares, acquires the lease from `ctx.registry` and activates. Failures
+   * other than an abort are reported as `failed to acquire lease: <reason>`
+   * (flanneld's wording); an abort after the lease was acquired releases it again.
+   *
+   * @deprecated The Agent calls {@link AllocBackend.prepare} and owns the
+   *   lease; without an Agent use `registerPrepared(registry, backend, config)`.
+   */
+  registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    return registerPrepared(this.ctx.registry, this, config, opts)
   }
 }
 
@@ -60,5 +80,22 @@ class AllocNetwork implements Network {
   }
 }
 
-/** Creates an {@link AllocBackend} (for backend lookup by Type). */
-export const createBackend = (ctx: BackendContext): Backend => new AllocBackend(ctx)
+/**
+ * The `alloc` backend for an `Agent`'s list:
+ * `new Agent({ registry, extIface, backends: [alloc()] })`. It takes no options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [alloc()] })
+ * ```
+ */
+export function alloc(): BackendFactory {
+  return defineBackend('alloc', (ctx) => new AllocBackend(ctx))
+}
+
+/**
+ * Creates an {@link AllocBackend} (the older table form, `backends: { alloc: createBackend }`).
+ *
+ * @deprecated Use `alloc()` in the agent's `backends` list.
+ */
+export const createBackend = (ctx: BackendContext): AllocBackend => new AllocBackend(ctx)

@@ -4,4 +4,4 @@
  *
  * @packageDocumentation
  */
-export { AllocBackend, createBackend } from './backend.js'
+export { AllocBackend, createBackend, alloc } from './backend.js'

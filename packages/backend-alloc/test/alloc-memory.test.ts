@@ -11,7 +11,7 @@ import {
   type AgentEvent,
   type ExternalInterface,
 } from '@flannel/core'
-import { AllocBackend, createBackend } from '@flannel/backend-alloc'
+import { alloc, AllocBackend } from '@flannel/backend-alloc'
 import { FakeTimers, waitFor } from '../../core/test/agent-fakes.js'
 
 const ext = (ip: string): ExternalInterface => ({ name: 'eth0', index: 2, mtu: 1500, extAddr: ip })
@@ -70,7 +70,7 @@ describe('Agent + AllocBackend on MemoryRegistry (fake clock)', () => {
     })
     const agent = new Agent({
       registry,
-      backends: { alloc: createBackend },
+      backends: [alloc()],
       extIface: ext('192.0.2.10'),
       subnetFile: join(dir, 'subnet.env'),
       timers,

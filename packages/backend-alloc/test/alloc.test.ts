@@ -8,7 +8,7 @@ import {
   type ExternalInterface,
   type LeaseEvent,
 } from '@flannel/core'
-import { AllocBackend, createBackend } from '@flannel/backend-alloc'
+import { alloc, AllocBackend, createBackend } from '@flannel/backend-alloc'
 import { FakeRegistry, FakeTimers } from '../../core/test/agent-fakes.js'
 
 const ext: ExternalInterface = {
@@ -91,8 +91,14 @@ describe('AllocBackend', () => {
   })
 
   it('is found by lookup under its Type', async () => {
-    const factory = await lookupBackend('ALLOC', { alloc: createBackend })
+    const factory = lookupBackend('ALLOC', [alloc()])
+    expect(factory.type).toBe('alloc')
     const registry = new FakeRegistry({ Network: '10.5.0.0/16' }, new FakeTimers())
-    expect(factory({ registry, extIface: ext }).type).toBe('alloc')
+    expect((await factory.create({ registry, extIface: ext })).type).toBe('alloc')
+  })
+
+  it('is still found in the older table form through createBackend', () => {
+    const factory = lookupBackend('alloc', { alloc: createBackend })
+    expect(factory.type).toBe('alloc')
   })
 })

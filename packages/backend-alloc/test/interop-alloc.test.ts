@@ -9,13 +9,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { NEVER } from 'rxjs'
-import {
-  encodeLeaseAttrs,
-  parseNetworkConfig,
-  parseSubnetKey,
-  type LeaseAttrs,
-  type SubnetRegistry,
-} from '@flannel/core'
+import { parseNetworkConfig, type LeaseAttrs, type SubnetRegistry } from '@flannel/core'
+import { encodeLeaseAttrs, parseSubnetKey } from '@flannel/core/registry'
 import {
   Flanneld,
   Netns,

@@ -5,11 +5,13 @@ import type {
   InstanceNetworkInterface,
 } from '@aws-sdk/client-ec2'
 import {
-  ConfigError,
-  InvalidArgumentError,
-  RouteLimitError,
   backendOption,
+  ConfigError,
+  defineBackend,
+  registerPrepared,
+  InvalidArgumentError,
   isFlannelError,
+  RouteLimitError,
   silentLogger,
   throwIfAborted,
   type Backend,
@@ -19,8 +21,10 @@ import {
   type Logger,
   type Network,
   type NetworkConfig,
+  type PreparedNetwork,
+  type PrepareOptions,
+  type Lease,
   type RegisterOptions,
-  setUpOrReleaseLease,
 } from '@flannel/core'
 import { Ec2Api, type RouteTarget } from './ec2.js'
 import { AwsApiError, AwsDiscoveryError } from './errors.js'
@@ -91,7 +95,7 @@ type Undo = () => Promise<void>
  * route table(s) to its network interface (spec: backends.md section 5). The
  * lease carries no `BackendType` and no backend data.
  *
- * registerNetwork: metadata (region, instance id) -> DescribeInstances -> the
+ * prepare: metadata (region, instance id) -> DescribeInstances -> the
  * ENI carrying the interface address -> route tables (`RouteTableID`, else the
  * subnet's table, else the VPC's main table) -> lease -> SourceDestCheck off ->
  * per table: blackholes inside `Network` deleted, the own route created or
@@ -110,7 +114,13 @@ export class AwsVpcBackend implements Backend {
     this.logger = (ctx.logger ?? silentLogger).child({ backend: 'aws-vpc' })
   }
 
-  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+  /**
+   * Metadata, the instance's ENI and the route tables (each must exist),
+   * before any lease; `activate` then turns SourceDestCheck off and puts the
+   * own route in place. A failure of `activate`, or `abort` after it, undoes
+   * what it changed; the API client is closed after `activate` or `abort`.
+   */
+  async prepare(config: NetworkConfig, opts: PrepareOptions = {}): Promise<PreparedNetwork> {
     const signal = opts.signal
     throwIfAborted(signal)
     const ifaceAddr = this.ctx.extIface.ifaceAddr
@@ -134,7 +144,11 @@ export class AwsVpcBackend implements Backend {
 
     const where = await this.discover(ifaceAddr, configuredTables, signal)
     const makeApi = (): Ec2Api => this.api(where.region)
-    const api = makeApi()
+    let api: Ec2Api | undefined = makeApi()
+    const close = (): void => {
+      api?.close()
+      api = undefined
+    }
     try {
       this.logger.info(
         {
@@ -147,18 +161,19 @@ export class AwsVpcBackend implements Backend {
       )
       // Make sure every table exists before anything is leased or changed.
       const tables = await this.readTables(api, where, signal)
-      const lease = await this.ctx.registry.acquireLease(
-        { publicIP },
-        { signal, previous: opts.previous },
-      )
-      await setUpOrReleaseLease(this.ctx.registry, lease, this.logger, async () => {
+      const activate = async (
+        lease: Lease,
+        activateOpts: PrepareOptions = {},
+      ): Promise<Network> => {
+        const ec2 = api ?? makeApi()
         const undo: Undo[] = []
         try {
-          await this.disableSourceDestCheck(api, where, undo, signal)
+          const signal = activateOpts.signal
+          await this.disableSourceDestCheck(ec2, where, undo, signal)
           for (const id of where.tableIds) {
-            await this.cleanBlackholes(api, id, tables.get(id) ?? [], network, signal)
+            await this.cleanBlackholes(ec2, id, tables.get(id) ?? [], network, signal)
             await this.ensureOwnRoute(
-              api,
+              ec2,
               id,
               lease.subnet,
               where.eni.NetworkInterfaceId,
@@ -169,21 +184,46 @@ export class AwsVpcBackend implements Backend {
         } catch (err) {
           await this.rollback(undo)
           throw err
+        } finally {
+          if (ec2 !== api) ec2.close()
+          close()
         }
-      })
-      return new AwsVpcNetwork({
-        lease,
-        mtu: this.ctx.extIface.mtu,
-        network,
-        tableIds: where.tableIds,
-        makeApi,
-        collect: this.options.collectStaleRoutes ?? true,
-        collectDelayMs: this.options.collectDelayMs ?? 5000,
-        logger: this.logger,
-      })
-    } finally {
-      api.close()
+        return this.network(lease, network, where, makeApi)
+      }
+      return { attrs: { publicIP }, activate, abort: async () => close() }
+    } catch (error) {
+      close()
+      throw error
     }
+  }
+
+  /**
+   * Prepares, acquires the lease from `ctx.registry` and activates; on
+   * failure what was changed is undone and the lease released.
+   *
+   * @deprecated The Agent calls {@link AwsVpcBackend.prepare} and owns the
+   *   lease; without an Agent use `registerPrepared(registry, backend, config)`.
+   */
+  registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    return registerPrepared(this.ctx.registry, this, config, opts)
+  }
+
+  private network(
+    lease: Lease,
+    network: Ip4Net,
+    where: Discovered,
+    makeApi: () => Ec2Api,
+  ): Network {
+    return new AwsVpcNetwork({
+      lease,
+      mtu: this.ctx.extIface.mtu,
+      network,
+      tableIds: where.tableIds,
+      makeApi,
+      collect: this.options.collectStaleRoutes ?? true,
+      collectDelayMs: this.options.collectDelayMs ?? 5000,
+      logger: this.logger,
+    })
   }
 
   private api(region: string): Ec2Api {
@@ -546,5 +586,24 @@ function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value
 }
 
-/** Creates an {@link AwsVpcBackend} with default options (for the agent's backend table). */
-export const createBackend: BackendFactory = (ctx) => new AwsVpcBackend(ctx)
+/**
+ * The `aws-vpc` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [awsVpc({ ... })] })`. Each
+ * agent start creates a fresh {@link AwsVpcBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [awsVpc()] })
+ * ```
+ */
+export function awsVpc(options: AwsVpcOptions = {}): BackendFactory {
+  return defineBackend('aws-vpc', (ctx) => new AwsVpcBackend(ctx, options))
+}
+
+/**
+ * Creates a {@link AwsVpcBackend} with default options (the older table form,
+ * `backends: { 'aws-vpc': createBackend }`).
+ *
+ * @deprecated Use `awsVpc(options)` in the agent's `backends` list.
+ */
+export const createBackend = (ctx: BackendContext): AwsVpcBackend => new AwsVpcBackend(ctx)

@@ -6,7 +6,7 @@
  *
  * @packageDocumentation
  */
-export { AwsVpcBackend, createBackend, type AwsVpcOptions } from './backend.js'
+export { AwsVpcBackend, createBackend, awsVpc, type AwsVpcOptions } from './backend.js'
 export { DEFAULT_METADATA_ENDPOINT } from './imds.js'
 export {
   AwsApiError,

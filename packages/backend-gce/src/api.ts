@@ -1,4 +1,5 @@
-import { AbortError, sleep } from '@flannel/core'
+import { AbortError } from '@flannel/core'
+import { sleep } from '@flannel/core/registry'
 import { GceApiError, GceAuthError, GceOperationError, GceOperationTimeoutError } from './errors.js'
 
 /** A Compute route, as the SDK returns it (the fields used here). */

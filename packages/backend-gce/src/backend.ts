@@ -1,5 +1,7 @@
 import {
   ConfigError,
+  defineBackend,
+  registerPrepared,
   RouteLimitError,
   silentLogger,
   throwIfAborted,
@@ -10,8 +12,9 @@ import {
   type Logger,
   type Network,
   type NetworkConfig,
+  type PreparedNetwork,
+  type PrepareOptions,
   type RegisterOptions,
-  setUpOrReleaseLease,
 } from '@flannel/core'
 import { GceApi, type Route } from './api.js'
 import { GceApiError, GceDiscoveryError, GceOperationError } from './errors.js'
@@ -76,7 +79,7 @@ interface Discovered {
  * instance as next hop, to the VPC network (spec: backends.md section 6). The
  * lease carries no `BackendType` and no backend data.
  *
- * registerNetwork: metadata (network, project, instance, zone) ->
+ * prepare: metadata (network, project, instance, zone) ->
  * instances.get -> lease -> routes.get `flannel-<a-b-c-d-len>`: right next hop
  * kept; other next hop deleted (operation waited) -> routes.insert (operation
  * waited). A failure restores a deleted route and releases the lease. The
@@ -93,7 +96,11 @@ export class GceBackend implements Backend {
     this.logger = (ctx.logger ?? silentLogger).child({ backend: 'gce' })
   }
 
-  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+  /**
+   * Metadata and the instance, before any lease; `activate` then puts the
+   * own route in place. On failure the API clients are closed and nothing is left.
+   */
+  async prepare(config: NetworkConfig, opts: PrepareOptions = {}): Promise<PreparedNetwork> {
     const signal = opts.signal
     throwIfAborted(signal)
     const publicIP = this.ctx.extIface.extAddr ?? this.ctx.extIface.ifaceAddr ?? '0.0.0.0'
@@ -108,6 +115,11 @@ export class GceBackend implements Backend {
     const where = await this.discover(signal)
     const makeApi = (): GceApi => this.api(where.project)
     const api = makeApi()
+    let closed = false
+    const close = async (): Promise<void> => {
+      if (!closed) await api.close()
+      closed = true
+    }
     try {
       const instance = await api
         .getInstance(where.zone, where.instanceName, signal)
@@ -127,27 +139,49 @@ export class GceBackend implements Backend {
         nic?.network ??
         `${COMPUTE_BASE}projects/${where.project}/global/networks/${where.networkName}`
       this.logger.info({ ...where, instanceLink }, 'found the instance')
-
-      const lease = await this.ctx.registry.acquireLease(
-        { publicIP },
-        { signal, previous: opts.previous },
-      )
-      await setUpOrReleaseLease(this.ctx.registry, lease, this.logger, () =>
-        this.ensureRoute(api, where.project, lease.subnet, networkLink, instanceLink, signal),
-      )
-      return new GceNetwork({
-        lease,
-        mtu: this.ctx.extIface.mtu,
-        network,
-        networkLink,
-        makeApi,
-        collect: this.options.collectStaleRoutes ?? true,
-        collectDelayMs: this.options.collectDelayMs ?? 5000,
-        logger: this.logger,
-      })
-    } finally {
-      await api.close()
+      return {
+        attrs: { publicIP },
+        abort: close,
+        activate: async (lease, activateOpts = {}) => {
+          try {
+            await this.ensureRoute(
+              api,
+              where.project,
+              lease.subnet,
+              networkLink,
+              instanceLink,
+              activateOpts.signal,
+            )
+            return new GceNetwork({
+              lease,
+              mtu: this.ctx.extIface.mtu,
+              network,
+              networkLink,
+              makeApi,
+              collect: this.options.collectStaleRoutes ?? true,
+              collectDelayMs: this.options.collectDelayMs ?? 5000,
+              logger: this.logger,
+            })
+          } finally {
+            await close()
+          }
+        },
+      }
+    } catch (error) {
+      await close()
+      throw error
     }
+  }
+
+  /**
+   * Prepares, acquires the lease from `ctx.registry` and activates; on
+   * failure the lease is released.
+   *
+   * @deprecated The Agent calls {@link GceBackend.prepare} and owns the
+   *   lease; without an Agent use `registerPrepared(registry, backend, config)`.
+   */
+  registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    return registerPrepared(this.ctx.registry, this, config, opts)
   }
 
   private api(project: string): GceApi {
@@ -317,5 +351,24 @@ function context(err: unknown, text: string): unknown {
   return err
 }
 
-/** Creates a {@link GceBackend} with default options (for the agent's backend table). */
-export const createBackend: BackendFactory = (ctx) => new GceBackend(ctx)
+/**
+ * The `gce` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [gce({ ... })] })`. Each
+ * agent start creates a fresh {@link GceBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [gce()] })
+ * ```
+ */
+export function gce(options: GceOptions = {}): BackendFactory {
+  return defineBackend('gce', (ctx) => new GceBackend(ctx, options))
+}
+
+/**
+ * Creates a {@link GceBackend} with default options (the older table form,
+ * `backends: { gce: createBackend }`).
+ *
+ * @deprecated Use `gce(options)` in the agent's `backends` list.
+ */
+export const createBackend = (ctx: BackendContext): GceBackend => new GceBackend(ctx)

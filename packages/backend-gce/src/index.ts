@@ -6,7 +6,7 @@
  *
  * @packageDocumentation
  */
-export { GceBackend, createBackend, type GceOptions } from './backend.js'
+export { GceBackend, createBackend, gce, type GceOptions } from './backend.js'
 export { DEFAULT_METADATA_ENDPOINT } from './metadata.js'
 export { routeName } from './plan.js'
 export {

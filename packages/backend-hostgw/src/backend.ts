@@ -1,22 +1,22 @@
 import {
-  acquireBackendLease,
+  defineBackend,
+  registerPrepared,
   silentLogger,
   throwIfAborted,
   type Backend,
   type BackendContext,
+  type BackendFactory,
   type ExternalInterface,
   type LeaseAttrs,
   type Logger,
   type Network,
   type NetworkConfig,
+  type PreparedNetwork,
+  type PrepareOptions,
   type RegisterOptions,
 } from '@flannel/core'
-import {
-  FLANNEL_ROUTE_PROTOCOL,
-  NetlinkHostNetwork,
-  normalizeIp,
-  type HostNetwork,
-} from '@flannel/linux'
+import { FLANNEL_ROUTE_PROTOCOL, NetlinkHostNetwork, type HostNetwork } from '@flannel/linux'
+import { normalizeIp } from '@flannel/linux/backend'
 import { PublicIpNotLocalError } from './errors.js'
 import { HostGwNetwork } from './network.js'
 
@@ -54,12 +54,12 @@ export class HostGwBackend implements Backend {
   }
 
   /**
-   * Checks that the published addresses are the external interface's own,
-   * then acquires the lease (`BackendType "host-gw"`, no backend data).
+   * Checks that the published addresses are the external interface's own
+   * and says what to publish (`BackendType "host-gw"`, no backend data).
    * Rejects with {@link PublicIpNotLocalError} otherwise; nothing is changed
-   * on the host here.
+   * on the host, so `abort` has nothing to undo.
    */
-  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+  async prepare(config: NetworkConfig, opts: PrepareOptions = {}): Promise<PreparedNetwork> {
     throwIfAborted(opts.signal)
     const ext = this.ctx.extIface
     const host = this.options.host ?? new NetlinkHostNetwork({ logger: this.logger })
@@ -71,25 +71,59 @@ export class HostGwBackend implements Backend {
       ...(config.enableIPv6 && ext.extV6Addr ? { publicIPv6: ext.extV6Addr } : {}),
       backendType: 'host-gw',
     }
-    // Aborted while acquiring: the lease is given back, so nothing is left behind.
-    const lease = await acquireBackendLease(this.ctx.registry, attrs, opts)
-    this.logger.info({ subnet: lease.subnet.toString() }, 'host-gw lease acquired')
-    return new HostGwNetwork({
-      lease,
-      mtu: ext.mtu,
-      ext,
-      config,
-      host,
-      logger: this.logger,
-      routeProtocol: this.options.routeProtocol ?? FLANNEL_ROUTE_PROTOCOL,
-      checkIntervalMs: this.options.checkIntervalMs ?? 10_000,
-      repairDelayMs: this.options.repairDelayMs ?? 20,
-    })
+    return {
+      attrs,
+      activate: async (lease) => {
+        this.logger.info({ subnet: lease.subnet.toString() }, 'host-gw lease acquired')
+        return new HostGwNetwork({
+          lease,
+          mtu: ext.mtu,
+          ext,
+          config,
+          host,
+          logger: this.logger,
+          routeProtocol: this.options.routeProtocol ?? FLANNEL_ROUTE_PROTOCOL,
+          checkIntervalMs: this.options.checkIntervalMs ?? 10_000,
+          repairDelayMs: this.options.repairDelayMs ?? 20,
+        })
+      },
+      abort: async () => undefined,
+    }
+  }
+
+  /**
+   * Prepares, acquires the lease from `ctx.registry` (released again when
+   * aborted meanwhile) and activates.
+   *
+   * @deprecated The Agent calls {@link HostGwBackend.prepare} and owns the
+   *   lease; without an Agent use `registerPrepared(registry, backend, config)`.
+   */
+  registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    return registerPrepared(this.ctx.registry, this, config, opts)
   }
 }
 
-/** Creates a {@link HostGwBackend} with default options (for backend lookup by Type). */
-export const createBackend = (ctx: BackendContext): Backend => new HostGwBackend(ctx)
+/**
+ * The `host-gw` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [hostGw({ ... })] })`. Each
+ * agent start creates a fresh {@link HostGwBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [hostGw()] })
+ * ```
+ */
+export function hostGw(options: HostGwOptions = {}): BackendFactory {
+  return defineBackend('host-gw', (ctx) => new HostGwBackend(ctx, options))
+}
+
+/**
+ * Creates a {@link HostGwBackend} with default options (the older table form,
+ * `backends: { 'host-gw': createBackend }`).
+ *
+ * @deprecated Use `hostGw(options)` in the agent's `backends` list.
+ */
+export const createBackend = (ctx: BackendContext): HostGwBackend => new HostGwBackend(ctx)
 
 async function checkPublicAddresses(
   config: NetworkConfig,

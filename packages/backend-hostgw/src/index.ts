@@ -4,5 +4,5 @@
  *
  * @packageDocumentation
  */
-export { HostGwBackend, createBackend, type HostGwOptions } from './backend.js'
+export { HostGwBackend, createBackend, hostGw, type HostGwOptions } from './backend.js'
 export { PublicIpNotLocalError } from './errors.js'

@@ -7,18 +7,17 @@ import type {
   NetworkConfig,
   NetworkEvent,
 } from '@flannel/core'
-import { leaseKey, withoutOwnLease } from '@flannel/core'
+import { withoutOwnLease } from '@flannel/core'
+import { leaseKey } from '@flannel/core/registry'
 import {
   isNetlinkError,
-  normalizeCidr,
-  normalizeIp,
-  ReconcileLoop,
   type AddressFamily,
   type HostNetwork,
   type HostNetworkNotification,
   type LinkAddress,
   type Route,
 } from '@flannel/linux'
+import { normalizeCidr, normalizeIp, ReconcileLoop } from '@flannel/linux/backend'
 import { Observable, type Subscriber } from 'rxjs'
 import { onLinkOf } from './onlink.js'
 

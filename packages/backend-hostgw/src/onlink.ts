@@ -1,4 +1,5 @@
-import { normalizeCidr, type LinkAddress } from '@flannel/linux'
+import { type LinkAddress } from '@flannel/linux'
+import { normalizeCidr } from '@flannel/linux/backend'
 
 /**
  * True when `gateway` lies inside the prefix of one of the interface's own

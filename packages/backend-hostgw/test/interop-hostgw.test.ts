@@ -13,7 +13,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Subscription } from 'rxjs'
-import { Ip4Net, parseNetworkConfig, subnetKey } from '@flannel/core'
+import { Ip4Net, parseNetworkConfig } from '@flannel/core'
+import { subnetKey } from '@flannel/core/registry'
 import type { Netns } from '@flannel/testkit/flanneld'
 import {
   bridgedHosts,

@@ -1,17 +1,22 @@
 import {
-  ConfigError,
-  InvalidArgumentError,
   backendOption,
+  ConfigError,
+  defineBackend,
+  registerPrepared,
   formatIp4,
+  InvalidArgumentError,
   isIp4,
   silentLogger,
   throwIfAborted,
   type Backend,
   type BackendContext,
+  type BackendFactory,
   type Lease,
   type Logger,
   type Network,
   type NetworkConfig,
+  type PreparedNetwork,
+  type PrepareOptions,
   type RegisterOptions,
 } from '@flannel/core'
 import { NetlinkHostNetwork, isNetlinkError, type HostNetwork } from '@flannel/linux'
@@ -62,12 +67,13 @@ export class UdpBackend implements Backend {
   }
 
   /**
-   * Acquires the lease (`PublicIP` only), creates the TUN with
-   * `<subnet>/32`, MTU = interface MTU - 28, brings it up, routes the whole
-   * network through it and binds the UDP socket. On failure everything is
-   * undone (the device closes) and the lease is released.
+   * Checks the options and says what to publish (`PublicIP` only);
+   * `activate` then creates the TUN with `<subnet>/32`, MTU = interface MTU
+   * - 28, brings it up, routes the whole network through it and binds the
+   * UDP socket. On failure, and on `abort`, everything is undone (the device
+   * closes).
    */
-  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+  async prepare(config: NetworkConfig, opts: PrepareOptions = {}): Promise<PreparedNetwork> {
     throwIfAborted(opts.signal)
     const port = readPort(config)
     const batchSize = this.options.batchSize ?? 64
@@ -87,44 +93,81 @@ export class UdpBackend implements Backend {
     }
     const mtu = ext.mtu - UDP_OVERHEAD
     const host = this.options.host ?? new NetlinkHostNetwork({ logger: this.logger })
-
-    let lease: Lease
-    try {
-      lease = await this.ctx.registry.acquireLease(
-        { publicIP: ext.extAddr ?? ext.ifaceAddr },
-        { signal: opts.signal, previous: opts.previous },
-      )
-    } catch (error) {
-      if (opts.signal?.aborted) throw error
-      throw annotate(error, 'failed to acquire lease')
-    }
-
+    const ownHost = this.options.host === undefined
+    const ifaceAddr = ext.ifaceAddr
+    const network = config.network
     let datapath: UdpDatapath | undefined
-    try {
-      const tunAddr = formatIp4(lease.subnet.ip)
-      datapath = UdpDatapath.open({
-        device: this.options.device ?? 'flannel%d',
-        bindAddr: ext.ifaceAddr,
-        port,
-        tunAddr,
-        mtu,
-        mode: this.options.mode ?? 'offload',
-        batchSize,
-        verifySource: this.options.verifySource ?? true,
-      })
-      await configureTun(host, datapath.device, tunAddr, mtu, config.network.toString())
-      throwIfAborted(opts.signal)
-    } catch (error) {
+    const abort = async (): Promise<void> => {
       datapath?.close()
-      if (this.options.host === undefined) await host.close().catch(() => undefined)
-      await this.ctx.registry.releaseLease(lease).catch(() => undefined)
-      throw error
+      datapath = undefined
+      if (ownHost) await host.close().catch(() => undefined)
     }
+    const activate = async (lease: Lease, activateOpts: PrepareOptions = {}): Promise<Network> => {
+      try {
+        return await this.activate(
+          config,
+          lease,
+          host,
+          ifaceAddr,
+          network.toString(),
+          port,
+          mtu,
+          batchSize,
+          ownHost,
+          (d) => (datapath = d),
+          activateOpts.signal,
+        )
+      } catch (error) {
+        await abort()
+        throw error
+      }
+    }
+    return { attrs: { publicIP: ext.extAddr ?? ext.ifaceAddr }, activate, abort }
+  }
+
+  /**
+   * Prepares, acquires the lease from `ctx.registry` and activates; on
+   * failure everything is undone and the lease released.
+   *
+   * @deprecated The Agent calls {@link UdpBackend.prepare} and owns the
+   *   lease; without an Agent use `registerPrepared(registry, backend, config)`.
+   */
+  registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    return registerPrepared(this.ctx.registry, this, config, opts)
+  }
+
+  private async activate(
+    config: NetworkConfig,
+    lease: Lease,
+    host: HostNetwork,
+    ifaceAddr: string,
+    network: string,
+    port: number,
+    mtu: number,
+    batchSize: number,
+    ownHost: boolean,
+    opened: (datapath: UdpDatapath) => void,
+    signal: AbortSignal | undefined,
+  ): Promise<Network> {
+    throwIfAborted(signal)
+    const tunAddr = formatIp4(lease.subnet.ip)
+    const datapath = UdpDatapath.open({
+      device: this.options.device ?? 'flannel%d',
+      bindAddr: ifaceAddr,
+      port,
+      tunAddr,
+      mtu,
+      mode: this.options.mode ?? 'offload',
+      batchSize,
+      verifySource: this.options.verifySource ?? true,
+    })
+    opened(datapath)
+    await configureTun(host, datapath.device, tunAddr, mtu, network)
+    throwIfAborted(signal)
     this.logger.info(
       { subnet: lease.subnet.toString(), device: datapath.device, mode: datapath.mode, port },
       'udp network ready',
     )
-    const ownHost = this.options.host === undefined
     return new UdpNetwork({
       lease,
       mtu,
@@ -136,8 +179,27 @@ export class UdpBackend implements Backend {
   }
 }
 
-/** Creates a {@link UdpBackend} with default options (for backend lookup by Type). */
-export const createBackend = (ctx: BackendContext): Backend => new UdpBackend(ctx)
+/**
+ * The `udp` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [udp({ ... })] })`. Each
+ * agent start creates a fresh {@link UdpBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [udp()] })
+ * ```
+ */
+export function udp(options: UdpBackendOptions = {}): BackendFactory {
+  return defineBackend('udp', (ctx) => new UdpBackend(ctx, options))
+}
+
+/**
+ * Creates a {@link UdpBackend} with default options (the older table form,
+ * `backends: { udp: createBackend }`).
+ *
+ * @deprecated Use `udp(options)` in the agent's `backends` list.
+ */
+export const createBackend = (ctx: BackendContext): UdpBackend => new UdpBackend(ctx)
 
 function readPort(config: NetworkConfig): number {
   const port = backendOption(config.backend, 'Port', 'number') ?? DEFAULT_UDP_PORT
@@ -174,10 +236,4 @@ async function configureTun(
   } catch (error) {
     if (!(isNetlinkError(error) && error.errno === 'EEXIST')) throw error
   }
-}
-
-function annotate(error: unknown, prefix: string): Error {
-  const message = error instanceof Error ? error.message : String(error)
-  const wrapped = new Error(`${prefix}: ${message}`, { cause: error })
-  return wrapped
 }

@@ -5,6 +5,7 @@
 export {
   UdpBackend,
   createBackend,
+  udp,
   DEFAULT_UDP_PORT,
   UDP_OVERHEAD,
   type UdpBackendOptions,

@@ -1,26 +1,30 @@
 import {
+  defineBackend,
+  registerPrepared,
   silentLogger,
   throwIfAborted,
   type Backend,
   type BackendContext,
+  type BackendFactory,
   type Lease,
   type LeaseAttrs,
   type Logger,
   type Network,
   type NetworkConfig,
+  type PreparedNetwork,
+  type PrepareOptions,
+  type ExternalInterface,
   type RegisterOptions,
   type StoredAttrs,
 } from '@flannel/core'
 import {
   FLANNEL_ROUTE_PROTOCOL,
   NetlinkHostNetwork,
-  normalizeMac,
-  runCommand,
-  vxlanMaxMtu,
   type AddressFamily,
   type CommandRunner,
   type HostNetwork,
 } from '@flannel/linux'
+import { normalizeMac, runCommand, vxlanMaxMtu } from '@flannel/linux/backend'
 import { configureDevice, ensureDevice, randomVtepMac, setDeviceMtu } from './device.js'
 import { VxlanDeviceError } from './errors.js'
 import { inPodNetwork, VxlanNetwork, type LocalPlane } from './network.js'
@@ -77,11 +81,12 @@ export class VxlanBackend implements Backend {
   }
 
   /**
-   * Creates or adopts the device(s), acquires the lease with
-   * `{"VNI":n,"VtepMAC":"..."}`, then sets the device address and brings it
-   * up. On failure every device it created is deleted and the lease released.
+   * Creates or adopts the device(s) and says what to publish
+   * (`{"VNI":n,"VtepMAC":"..."}`); `activate` then sets the device address
+   * from the lease and brings it up. On failure of either step, and on
+   * `abort`, every device it created is deleted (adopted ones are kept).
    */
-  async registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+  async prepare(config: NetworkConfig, opts: PrepareOptions = {}): Promise<PreparedNetwork> {
     throwIfAborted(opts.signal)
     const vx = parseVxlanConfig(config)
     const ext = this.ctx.extIface
@@ -109,13 +114,12 @@ export class VxlanBackend implements Backend {
 
     const created: number[] = []
     const planes: LocalPlane[] = []
-    let lease: Lease | undefined
     // flanneld's GetStoredMacAddresses: a device created now takes the MAC
     // this host published before (kube mode), so peers' entries stay right.
-    const stored =
-      families.length > 0
-        ? await this.ctx.registry.storedAttrs?.({ signal: opts.signal })
-        : undefined
+    const stored = families.length > 0 ? opts.stored : undefined
+    const abort = async (): Promise<void> => {
+      for (const index of created.splice(0)) await host.deleteLink(index).catch(() => undefined)
+    }
     try {
       for (const { family, local } of families) {
         const name = deviceName(vx.vni, family)
@@ -169,43 +173,80 @@ export class VxlanBackend implements Backend {
         ...(v4 ? { backendData: { VNI: vx.vni, VtepMAC: v4.spec.mac } } : {}),
         ...(v6 ? { backendV6Data: { VNI: vx.vni, VtepMAC: v6.spec.mac } } : {}),
       }
-      try {
-        lease = await this.ctx.registry.acquireLease(attrs, {
-          signal: opts.signal,
-          previous: opts.previous,
-        })
-      } catch (error) {
-        if (opts.signal?.aborted) throw error
-        throw annotate(error, 'failed to acquire lease')
-      }
-      throwIfAborted(opts.signal)
-
-      const acquired = lease
-      for (const plane of planes) {
-        const subnet = plane.family === 'inet' ? acquired.subnet : acquired.ipv6Subnet
-        if (!subnet || subnet.isEmpty) {
-          const fam = plane.family === 'inet' ? 'IPv4' : 'IPv6'
-          throw new VxlanDeviceError(
-            plane.spec.name,
-            `failed to configure interface ${plane.spec.name}: ${fam} is enabled but the lease has no ${fam}`,
-          )
-        }
-        const address = subnet.address
-        await configureDevice(
-          host,
-          plane.link,
-          plane.family,
-          address,
-          (ip) => inPodNetwork(config, ip),
-          plane.spec.mac,
-        )
-        ;(plane as { address: string }).address = address
-        plane.link = (await host.getLink(plane.link.index)) ?? plane.link
+      return {
+        attrs,
+        abort,
+        activate: async (lease, activateOpts = {}) => {
+          try {
+            return await this.activate(config, lease, host, planes, {
+              mtu,
+              ext,
+              tuneDevice,
+              warnings,
+              directRouting: vx.directRouting,
+              signal: activateOpts.signal,
+            })
+          } catch (error) {
+            await abort()
+            throw error
+          }
+        },
       }
     } catch (error) {
-      await this.rollback(host, created, lease)
+      await abort()
       throw error
     }
+  }
+
+  /**
+   * Prepares, acquires the lease from `ctx.registry` and activates; on
+   * failure every device it created is deleted and the lease released.
+   *
+   * @deprecated The Agent calls {@link VxlanBackend.prepare} and owns the
+   *   lease; without an Agent use `registerPrepared(registry, backend, config)`.
+   */
+  registerNetwork(config: NetworkConfig, opts: RegisterOptions = {}): Promise<Network> {
+    return registerPrepared(this.ctx.registry, this, config, opts)
+  }
+
+  private async activate(
+    config: NetworkConfig,
+    acquired: Lease,
+    host: HostNetwork,
+    planes: LocalPlane[],
+    o: {
+      mtu: number
+      ext: ExternalInterface
+      tuneDevice: (name: string) => Promise<void>
+      warnings: string[]
+      directRouting: boolean
+      signal: AbortSignal | undefined
+    },
+  ): Promise<Network> {
+    const { mtu, ext, tuneDevice, warnings } = o
+    throwIfAborted(o.signal)
+    for (const plane of planes) {
+      const subnet = plane.family === 'inet' ? acquired.subnet : acquired.ipv6Subnet
+      if (!subnet || subnet.isEmpty) {
+        const fam = plane.family === 'inet' ? 'IPv4' : 'IPv6'
+        throw new VxlanDeviceError(
+          plane.spec.name,
+          `failed to configure interface ${plane.spec.name}: ${fam} is enabled but the lease has no ${fam}`,
+        )
+      }
+      const address = subnet.address
+      await configureDevice(
+        host,
+        plane.link,
+        plane.family,
+        address,
+        (ip) => inPodNetwork(config, ip),
+        plane.spec.mac,
+      )
+      ;(plane as { address: string }).address = address
+      plane.link = (await host.getLink(plane.link.index)) ?? plane.link
+    }
+    const lease = acquired
     this.logger.info(
       { subnet: lease.subnet.toString(), devices: planes.map((p) => p.spec.name) },
       'vxlan network ready',
@@ -218,7 +259,7 @@ export class VxlanBackend implements Backend {
       host,
       logger: this.logger,
       planes,
-      directRouting: vx.directRouting,
+      directRouting: o.directRouting,
       routeProtocol: this.options.routeProtocol ?? FLANNEL_ROUTE_PROTOCOL,
       checkIntervalMs: this.options.checkIntervalMs ?? 5000,
       repairDelayMs: this.options.repairDelayMs ?? 20,
@@ -264,20 +305,26 @@ export class VxlanBackend implements Backend {
     // flanneld ignores failures here too (no IPv6 in the kernel, read-only /proc).
     await writeFile(`${root}/net/ipv6/conf/${name}/accept_ra`, '0').catch(() => undefined)
   }
-
-  private async rollback(host: HostNetwork, created: number[], lease: Lease | undefined) {
-    for (const index of created) await host.deleteLink(index).catch(() => undefined)
-    if (lease) await this.ctx.registry.releaseLease(lease).catch(() => undefined)
-  }
 }
 
-/** Creates a {@link VxlanBackend} with default options (for backend lookup by Type). */
-export const createBackend = (ctx: BackendContext): Backend => new VxlanBackend(ctx)
-
-function annotate(error: unknown, prefix: string): unknown {
-  if (error instanceof Error) {
-    error.message = `${prefix}: ${error.message}`
-    return error
-  }
-  return new Error(`${prefix}: ${String(error)}`)
+/**
+ * The `vxlan` backend for an `Agent`'s list, with its options:
+ * `new Agent({ registry, extIface, backends: [vxlan({ ... })] })`. Each
+ * agent start creates a fresh {@link VxlanBackend} with these options.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ registry, extIface, backends: [vxlan()] })
+ * ```
+ */
+export function vxlan(options: VxlanOptions = {}): BackendFactory {
+  return defineBackend('vxlan', (ctx) => new VxlanBackend(ctx, options))
 }
+
+/**
+ * Creates a {@link VxlanBackend} with default options (the older table form,
+ * `backends: { vxlan: createBackend }`).
+ *
+ * @deprecated Use `vxlan(options)` in the agent's `backends` list.
+ */
+export const createBackend = (ctx: BackendContext): VxlanBackend => new VxlanBackend(ctx)

@@ -1,5 +1,6 @@
 import type { Lease } from '@flannel/core'
-import { normalizeCidr, normalizeIp, normalizeMac, type AddressFamily } from '@flannel/linux'
+import { type AddressFamily } from '@flannel/linux'
+import { normalizeCidr, normalizeIp, normalizeMac } from '@flannel/linux/backend'
 
 /** A peer's side of one family, as read from its lease. */
 export interface PeerPlane {

@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto'
 import type { Logger } from '@flannel/core'
 import {
   isNetlinkError,
-  normalizeIp,
   type AddressFamily,
   type HostNetwork,
   type Link,
   type VxlanLinkSpec,
 } from '@flannel/linux'
+import { normalizeIp } from '@flannel/linux/backend'
 import { VxlanDeviceError } from './errors.js'
 
 /** A random locally administered unicast MAC, as flanneld makes for a new device. */

@@ -4,7 +4,7 @@
  *
  * @packageDocumentation
  */
-export { VxlanBackend, createBackend, type VxlanOptions } from './backend.js'
+export { VxlanBackend, createBackend, vxlan, type VxlanOptions } from './backend.js'
 export { VxlanNetwork } from './network.js'
 export { VxlanDeviceError } from './errors.js'
 export { parseVxlanConfig, deviceName, VXLAN_OVERHEAD, type VxlanConfig } from './options.js'

@@ -7,12 +7,10 @@ import type {
   NetworkConfig,
   NetworkEvent,
 } from '@flannel/core'
-import { leaseKey, withoutOwnLease } from '@flannel/core'
+import { withoutOwnLease } from '@flannel/core'
+import { leaseKey } from '@flannel/core/registry'
 import {
   isNetlinkError,
-  normalizeCidr,
-  ReconcileLoop,
-  withRetry,
   type AddressFamily,
   type HostNetwork,
   type HostNetworkNotification,
@@ -21,6 +19,7 @@ import {
   type Route,
   type VxlanLinkSpec,
 } from '@flannel/linux'
+import { normalizeCidr, ReconcileLoop, withRetry } from '@flannel/linux/backend'
 import { Observable, type Subscriber } from 'rxjs'
 import { peerPlane, type PeerPlane } from './data.js'
 import { configureDevice, ensureDevice, incompatibility, setDeviceMtu } from './device.js'

@@ -1,7 +1,6 @@
 import {
   Ip4Net,
   Ip6Net,
-  encodeLeaseAttrs,
   isFlannelError,
   parseIp4,
   parseNetworkConfig,
@@ -14,6 +13,7 @@ import {
   type StoredAttrs,
   type SubnetRegistry,
 } from '@flannel/core'
+import { encodeLeaseAttrs } from '@flannel/core/registry'
 import { MemoryHostNetwork } from '@flannel/linux'
 import { NEVER, Subject, filter, firstValueFrom, timeout, type Observable } from 'rxjs'
 import { afterEach, describe, expect, it } from 'vitest'

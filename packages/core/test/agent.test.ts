@@ -1,11 +1,13 @@
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Observable, map, mergeMap, from, type Subscription } from 'rxjs'
+import { NEVER, Observable, map, mergeMap, from, type Subscription } from 'rxjs'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
   Agent,
+  InvalidArgumentError,
   Ip4Net,
+  defineBackend,
   MemoryRegistry,
   isFlannelError,
   silentLogger,
@@ -19,6 +21,7 @@ import {
   type Network,
   type NetworkEvent,
   type NetworkConfig,
+  type PreparedNetwork,
   type RegisterOptions,
 } from '@flannel/core'
 import { FakeRegistry, FakeTimers, settle, waitFor } from './agent-fakes.js'
@@ -97,9 +100,7 @@ function makeAgent(extra: Partial<ConstructorParameters<typeof Agent>[0]> = {}):
     extIface: ext,
     subnetFile: join(dir, 'subnet.env'),
     timers,
-    backends: {
-      rec: (ctx) => (backend = new RecordingBackend(ctx)),
-    },
+    backends: [defineBackend('rec', (ctx) => (backend = new RecordingBackend(ctx)))],
     ...extra,
   })
 }
@@ -227,6 +228,273 @@ describe('Agent start-up', () => {
     expect(registry.leases.size).toBe(0)
     expect(registry.watchers.size).toBe(0)
     expect(timers.count).toBe(0)
+  })
+})
+
+describe('Agent backends list', () => {
+  const other = defineBackend('other', () => {
+    throw new Error('the other backend is never created')
+  })
+
+  it('picks the factory whose type the config names, creating only that one', async () => {
+    const agent = makeAgent({
+      backends: [other, defineBackend('rec', (ctx) => (backend = new RecordingBackend(ctx)))],
+    })
+    start(agent)
+    await waitFor(() => agent.status === 'running')
+    expect(backend?.runs).toBe(1)
+  })
+
+  it('awaits a factory that loads its backend asynchronously', async () => {
+    const agent = makeAgent({
+      backends: [
+        defineBackend('rec', async (ctx) => {
+          await settle()
+          return (backend = new RecordingBackend(ctx))
+        }),
+      ],
+    })
+    start(agent)
+    await waitFor(() => agent.status === 'running')
+    expect(backend?.runs).toBe(1)
+  })
+
+  it('refuses two factories claiming one type (compared lower-cased)', () => {
+    const rec = (): RecordingBackend => new RecordingBackend(undefined as never)
+    const make = () =>
+      makeAgent({ backends: [defineBackend('rec', rec), other, { type: 'REC', create: rec }] })
+    expect(make).toThrow(InvalidArgumentError)
+    expect(make).toThrow(
+      'invalid backends "rec": two backends claim the type "rec" (entries 0 and 2); keep one',
+    )
+  })
+
+  it('refuses an entry that is no factory, naming its index', () => {
+    expect(() => makeAgent({ backends: [other, (() => undefined) as never] })).toThrow(
+      /^invalid backends\[1\] .*expected a backend factory such as vxlan\(\) or hostGw\(\)/,
+    )
+  })
+
+  it('refuses a type that is not a lower-case name', () => {
+    expect(() => defineBackend('VXLAN ', () => new RecordingBackend(undefined as never))).toThrow(
+      'invalid type "VXLAN ": a backend type is lower-case letters, digits and "-" (as "vxlan", "host-gw")',
+    )
+  })
+
+  it('still takes the deprecated table by type', async () => {
+    const agent = makeAgent({ backends: { rec: (ctx) => (backend = new RecordingBackend(ctx)) } })
+    start(agent)
+    await waitFor(() => agent.status === 'running')
+    expect(backend?.runs).toBe(1)
+  })
+})
+
+describe('Agent ready(), events() and errors', () => {
+  it('ready() resolves with lease and MTU, before subscribing and once running', async () => {
+    const agent = makeAgent()
+    const early = agent.ready()
+    start(agent)
+    const got = await early
+    expect(got.lease.subnet.toString()).toBe('10.5.1.0/24')
+    expect(got.mtu).toBe(1450)
+    expect(await agent.ready()).toBe(got)
+  })
+
+  it('ready() rejects with the start-up error; a run without error callback only logs it', async () => {
+    registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'nope' } }, timers)
+    const logged: string[] = []
+    const logger = {
+      ...silentLogger,
+      error: (...args: unknown[]) => void logged.push(String(args.at(-1))),
+      child: () => logger,
+    }
+    const agent = makeAgent({ logger })
+    const ready = agent.ready()
+    sub = agent.run().subscribe(() => undefined) // no error callback: must not crash the process
+    await expect(ready).rejects.toThrow('unknown backend type: nope')
+    expect(agent.status).toBe('failed')
+    expect(isFlannelError(agent.error, 'UNKNOWN_BACKEND')).toBe(true)
+    await expect(agent.ready()).rejects.toBe(agent.error)
+    expect(logged).toEqual([
+      'agent failed (no error callback subscribed): UnknownBackendError: unknown backend type: nope',
+    ])
+  })
+
+  it('an observer object without error, and no observer at all, do not crash either', async () => {
+    registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'nope' } }, timers)
+    const agent = makeAgent()
+    const seen: string[] = []
+    sub = agent.run().subscribe({ next: (e) => seen.push(e.type) })
+    await expect(agent.ready()).rejects.toThrow('unknown backend type: nope')
+    const second = agent.run().subscribe()
+    await waitFor(() => agent.status === 'failed')
+    second.unsubscribe()
+    expect(seen).toEqual([])
+  })
+
+  it('ready() rejects with AbortError when the run stops first, or its signal aborts', async () => {
+    registry.config = undefined // the agent waits for a config
+    const agent = makeAgent()
+    const waiting = new AbortController()
+    const aborted = agent.ready({ signal: waiting.signal })
+    const stopped = agent.ready()
+    start(agent)
+    waiting.abort()
+    await expect(aborted).rejects.toThrow('waiting for the agent to be ready was aborted')
+    sub?.unsubscribe()
+    await expect(stopped).rejects.toThrow('the agent stopped before it was ready')
+    expect(agent.status).toBe('stopped')
+  })
+
+  it('events() yields the events, and leaving the loop stops the agent', async () => {
+    const agent = makeAgent()
+    const types: string[] = []
+    for await (const e of agent.events()) {
+      types.push(e.type)
+      if (e.type === 'ready') break
+    }
+    expect(types).toEqual(['registered', 'ready'])
+    await settle()
+    expect(agent.status).toBe('stopped')
+    expect(registry.watchers.size).toBe(0)
+    expect(timers.count).toBe(0)
+  })
+
+  it('events() throws the failure, and ends when its signal aborts', async () => {
+    registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'nope' } }, timers)
+    const failing = makeAgent()
+    await expect(
+      (async () => {
+        for await (const _ of failing.events());
+      })(),
+    ).rejects.toThrow('unknown backend type: nope')
+
+    registry = new FakeRegistry({ Network: '10.5.0.0/16', Backend: { Type: 'rec' } }, timers)
+    const agent = makeAgent()
+    const stop = new AbortController()
+    const types: string[] = []
+    for await (const e of agent.events({ signal: stop.signal })) {
+      types.push(e.type)
+      if (e.type === 'ready') stop.abort()
+    }
+    // events buffered before the abort are still delivered, then the loop ends
+    expect(types.slice(0, 2)).toEqual(['registered', 'ready'])
+    expect(agent.status).toBe('stopped')
+  })
+
+  it('reports each failed config read as config-failed', async () => {
+    registry.config = undefined
+    const agent = makeAgent()
+    const { events } = start(agent)
+    await waitFor(() => timers.count === 1)
+    expect(events).toEqual([
+      {
+        type: 'config-failed',
+        error: expect.objectContaining({ code: 'CONFIG_NOT_FOUND' }),
+        retryInMs: 1000,
+      },
+    ])
+  })
+})
+
+describe('Agent extIface as a function of the config', () => {
+  it("is called once with the config, and what it gives is the backend's interface", async () => {
+    const calls: NetworkConfig[] = []
+    const agent = makeAgent({
+      extIface: async (config) => {
+        calls.push(config)
+        return { ...ext, extAddr: '192.0.2.99' }
+      },
+    })
+    start(agent)
+    await agent.ready()
+    expect(calls.map((c) => c.network?.toString())).toEqual(['10.5.0.0/16'])
+    expect(agent.lease?.attrs.publicIP).toBe('192.0.2.99')
+  })
+
+  it('a rejection fails the start with that error, leaving no lease', async () => {
+    const agent = makeAgent({
+      extIface: () => Promise.reject(new Error('no interface matches eth9')),
+    })
+    start(agent)
+    await expect(agent.ready()).rejects.toThrow('no interface matches eth9')
+    expect(registry.leases.size).toBe(0)
+    expect(backend).toBeUndefined()
+  })
+})
+
+/** A backend in two steps: records what the lease owner does with it. */
+class TwoStepBackend implements Backend {
+  readonly type = 'rec'
+  readonly steps: string[] = []
+  failActivate = false
+  async prepare(): Promise<PreparedNetwork> {
+    this.steps.push('prepare')
+    return {
+      attrs: { publicIP: '192.0.2.77', backendType: 'rec' },
+      activate: async (lease: Lease) => {
+        this.steps.push(`activate ${lease.subnet.toString()} ${lease.attrs.publicIP}`)
+        if (this.failActivate) throw new Error('device vanished')
+        return { lease, mtu: 1400, run: () => NEVER }
+      },
+      abort: async () => void this.steps.push('abort'),
+    }
+  }
+}
+
+describe('Agent as the one lease owner (prepare, acquire, activate)', () => {
+  let two: TwoStepBackend
+  const makeTwoStep = (extra: Partial<ConstructorParameters<typeof Agent>[0]> = {}): Agent =>
+    makeAgent({ backends: [defineBackend('rec', () => (two = new TwoStepBackend()))], ...extra })
+
+  it('acquires the lease with the prepared attributes, then activates with it', async () => {
+    const agent = makeTwoStep()
+    start(agent)
+    expect(await agent.ready()).toMatchObject({ mtu: 1400 })
+    expect(two.steps).toEqual(['prepare', 'activate 10.5.1.0/24 192.0.2.77'])
+    expect([...registry.leases.values()].map((l) => l.attrs.publicIP)).toEqual(['192.0.2.77'])
+  })
+
+  it('a failed activation aborts the preparation and releases the lease', async () => {
+    const agent = makeAgent({
+      backends: [
+        defineBackend('rec', () => {
+          two = new TwoStepBackend()
+          two.failActivate = true
+          return two
+        }),
+      ],
+    })
+    start(agent)
+    await expect(agent.ready()).rejects.toThrow('device vanished')
+    expect(two.steps).toEqual(['prepare', 'activate 10.5.1.0/24 192.0.2.77', 'abort'])
+    expect(registry.leases.size).toBe(0)
+  })
+
+  it('a later failure (subnet.env) aborts the activated backend too', async () => {
+    const agent = makeTwoStep({ subnetFile: dir }) // a directory: the write fails
+    start(agent)
+    const ready = agent.ready()
+    await waitFor(() => timers.count === 1)
+    await timers.advance(1000)
+    await waitFor(() => timers.count === 1)
+    await timers.advance(2000)
+    await expect(ready).rejects.toThrow('Failed to write subnet file')
+    expect(two.steps.at(-1)).toBe('abort')
+    expect(registry.leases.size).toBe(0)
+  })
+
+  it('watches the registry once, for the peers and for its own lease', async () => {
+    const agent = makeAgent()
+    start(agent)
+    await agent.ready()
+    expect(registry.watchers.size).toBe(1)
+    registry.addPeer('10.5.9.0/24', '192.0.2.30')
+    await waitFor(() => backend!.received.length === 2)
+    registry.remove(agent.lease!.subnet.toString())
+    await waitFor(() => agent.status === 'failed')
+    expect(isFlannelError(agent.error, 'LEASE_REVOKED')).toBe(true)
+    expect(registry.watchers.size).toBe(0)
   })
 })
 
@@ -449,7 +717,7 @@ describe('Agent stop', () => {
     start(agent)
     await waitFor(() => agent.status === 'running')
     expect(timers.count).toBe(1)
-    expect(registry.watchers.size).toBe(2)
+    expect(registry.watchers.size).toBe(1) // one watch: peers and the own lease
     sub!.unsubscribe()
     expect(agent.status).toBe('stopped')
     expect(timers.count).toBe(0)

@@ -6,13 +6,10 @@ import {
   LeaseConflictError,
   SubnetExhaustedError,
   isFlannelError,
-  acquireFromStore,
-  leaseKey,
   parseNetworkConfig,
-  subnetKey,
   type Lease,
-  type LeaseStore,
 } from '@flannel/core'
+import { acquireFromStore, leaseKey, subnetKey, type LeaseStore } from '@flannel/core/registry'
 
 const CONFIG = parseNetworkConfig(
   '{"Network":"10.3.0.0/16","SubnetMin":"10.3.1.0","SubnetMax":"10.3.4.0"}',

@@ -5,13 +5,11 @@ import {
   Ip4Net,
   Ip6Net,
   SubnetExhaustedError,
-  chooseSubnet,
-  freeSubnets,
-  isCompatible,
   parseNetworkConfig,
   type Lease,
   type LeaseAttrs,
 } from '@flannel/core'
+import { chooseSubnet, freeSubnets, isCompatible } from '@flannel/core/registry'
 
 const EXPIRES = new Date('2026-01-02T00:00:00Z')
 const net = (cidr: string): Ip4Net => Ip4Net.parse(cidr)

@@ -3,12 +3,11 @@ import {
   AbortError,
   InvalidArgumentError,
   MemoryRegistry,
-  acquireBackendLease,
-  setUpOrReleaseLease,
   silentLogger,
   type LeaseAttrs,
   type Logger,
 } from '@flannel/core'
+import { acquireBackendLease, setUpOrReleaseLease } from '@flannel/core/registry'
 
 const CONFIG = { Network: '10.5.0.0/16' }
 const ME: LeaseAttrs = { publicIP: '192.0.2.10' }

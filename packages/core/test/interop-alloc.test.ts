@@ -11,14 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import {
-  Ip4Net,
-  LeaseConflictError,
-  SubnetExhaustedError,
-  encodeLeaseAttrs,
-  parseNetworkConfig,
-  parseSubnetKey,
-} from '@flannel/core'
+import { Ip4Net, LeaseConflictError, SubnetExhaustedError, parseNetworkConfig } from '@flannel/core'
+import { encodeLeaseAttrs, parseSubnetKey } from '@flannel/core/registry'
 import {
   Flanneld,
   Netns,

@@ -17,6 +17,7 @@ import { join } from 'node:path'
 import {
   ConfigError,
   UnknownBackendError,
+  defineBackend,
   lookupBackend,
   parseNetworkConfig,
   type BackendFactory,
@@ -258,13 +259,10 @@ function withAlloc(row: Row): string {
 }
 
 /** The backend types this check knows; any other type fails the lookup as in flanneld. */
-const KNOWN_BACKENDS: Record<string, BackendFactory> = Object.fromEntries(
-  ['udp', 'vxlan', 'host-gw', 'alloc'].map((name) => [
-    name,
-    (() => {
-      throw new Error('not constructed in this test')
-    }) as BackendFactory,
-  ]),
+const KNOWN_BACKENDS: BackendFactory[] = ['udp', 'vxlan', 'host-gw', 'alloc'].map((name) =>
+  defineBackend(name, () => {
+    throw new Error('not constructed in this test')
+  }),
 )
 
 /** What our parser (and backend lookup) makes of a row, in the words of the recorded answer. */
@@ -272,7 +270,7 @@ async function ours(row: Row): Promise<string> {
   try {
     const c = parseNetworkConfig(withAlloc(row))
     if (row.backend) {
-      await lookupBackend(c.backendType, KNOWN_BACKENDS)
+      lookupBackend(c.backendType, KNOWN_BACKENDS)
       return `type: ${c.backendType}`
     }
     if (c.enableIPv6) {

@@ -13,17 +13,19 @@ import { join } from 'node:path'
 import {
   Ip4Net,
   Ip6Net,
-  decodeLeaseAttrs,
-  encodeLeaseAttrs,
   formatSubnetEnv,
   parseNetworkConfig,
-  parseSubnetKey,
   readSubnetEnv,
   subnetEnvValues,
-  subnetKey,
   writeSubnetEnv,
   type Lease,
 } from '@flannel/core'
+import {
+  decodeLeaseAttrs,
+  encodeLeaseAttrs,
+  parseSubnetKey,
+  subnetKey,
+} from '@flannel/core/registry'
 import {
   ALLOCATED,
   Flanneld,

@@ -1,11 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import {
-  backoffDelay,
-  decodeBackendData,
-  encodeBackendData,
-  isFlannelError,
-  parseNetworkConfig,
-} from '@flannel/core'
+import { isFlannelError, parseNetworkConfig } from '@flannel/core'
+import { backoffDelay, decodeBackendData, encodeBackendData } from '@flannel/core/registry'
 
 describe('parseNetworkConfig with check: false (flanneld kube mode)', () => {
   it('takes the stock net-conf.json without deriving allocation fields', () => {

@@ -1,11 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
-import {
-  InvalidArgumentError,
-  decodeLeaseAttrs,
-  encodeLeaseAttrs,
-  type LeaseAttrs,
-} from '@flannel/core'
+import { InvalidArgumentError, type LeaseAttrs } from '@flannel/core'
+import { decodeLeaseAttrs, encodeLeaseAttrs } from '@flannel/core/registry'
 
 // Values written by flanneld, byte for byte (core.md section 3, interop.md section 3).
 const GOLDEN: [string, LeaseAttrs, string][] = [

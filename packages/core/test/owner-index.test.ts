@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { Ip4Net, Ip6Net, leasesOverlap, subnetKey, type Lease } from '@flannel/core'
+import { Ip4Net, Ip6Net, leasesOverlap, type Lease } from '@flannel/core'
+import { subnetKey } from '@flannel/core/registry'
 import { OwnerIndex } from '../src/agent/owner-index.js'
 
 function lease(ip: number, len: number, v6?: [number, number]): Lease {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { Ip4Net, Ip6Net, diffLeases, leaseKey, leaseMap, type Lease } from '@flannel/core'
+import { Ip4Net, Ip6Net, type Lease } from '@flannel/core'
+import { diffLeases, leaseKey, leaseMap } from '@flannel/core/registry'
 
 const at = (iso: string): Date => new Date(iso)
 const lease = (

@@ -1,17 +1,13 @@
 import { describe, expect, it } from 'vitest'
+import { InvalidArgumentError, Ip4Net, Ip6Net, parseIp4, parseIp6 } from '@flannel/core'
 import {
-  InvalidArgumentError,
-  Ip4Net,
-  Ip6Net,
   hostBitsProblem,
   isCanonicalLease,
-  parseIp4,
-  parseIp6,
   parseLeaseKey,
   parseSubnetKey,
   requireCanonicalSubnets,
   subnetKey,
-} from '@flannel/core'
+} from '@flannel/core/registry'
 
 describe('subnetKey', () => {
   it('builds the IPv4 key basename', () => {

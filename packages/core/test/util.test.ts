@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { AbortError, sleep } from '@flannel/core'
+import { AbortError } from '@flannel/core'
+import { sleep } from '@flannel/core/registry'
 
 describe('sleep', () => {
   beforeEach(() => {

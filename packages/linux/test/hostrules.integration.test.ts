@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process'
 import { Ip4Net, Ip6Net, silentLogger, type Logger } from '@flannel/core'
 import { firstValueFrom, timeout } from 'rxjs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CommandError, HostRules, type CommandRunner } from '../src/index.js'
+import { HostRules, type CommandRunner } from '../src/index.js'
+import { CommandError } from '../src/backend/index.js'
 import { Namespaces, inNs, kernelTestsUnavailable, runPrefix, sh } from './helpers/netns.js'
 
 async function toolsMissing(): Promise<string | undefined> {

@@ -22,7 +22,8 @@ import {
   startInteropEtcd,
   type InteropEtcd,
 } from '@flannel/testkit/flanneld'
-import { CommandError, HostRules, type CommandRunner } from '../src/index.js'
+import { HostRules, type CommandRunner } from '../src/index.js'
+import { CommandError } from '../src/backend/index.js'
 
 const skipReason = interopSkipReason()
 if (skipReason) console.warn(`interop-hostrules: skipped: ${skipReason}`)

@@ -4,9 +4,9 @@ import {
   FLANNEL_ROUTE_PROTOCOL,
   MemoryHostNetwork,
   isNetlinkError,
-  syncBlackholeRoutes,
   type HostNetworkNotification,
 } from '../src/index.js'
+import { syncBlackholeRoutes } from '../src/backend/index.js'
 import { NetlinkError } from '../src/errors.js'
 
 async function setup() {

@@ -3,9 +3,9 @@ import { firstValueFrom, filter, take, toArray, timeout } from 'rxjs'
 import {
   FLANNEL_ROUTE_PROTOCOL,
   isNetlinkError,
-  syncBlackholeRoutes,
   type HostNetworkNotification,
 } from '../src/index.js'
+import { syncBlackholeRoutes } from '../src/backend/index.js'
 import {
   Namespaces,
   RemoteHostNetwork,

@@ -5,7 +5,7 @@ import {
   masqueradeChain,
   nftablesDeleteScript,
   nftablesScript,
-} from '../src/index.js'
+} from '../src/backend/index.js'
 
 const N = Ip4Net.parse('10.5.0.0/16')
 const S = Ip4Net.parse('10.5.34.0/24')

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { SerialQueue, withRetry } from '../src/index.js'
+import { SerialQueue, withRetry } from '../src/backend/index.js'
 
 describe('SerialQueue', () => {
   it('runs jobs in the order they were queued, one at a time', async () => {

@@ -1,16 +1,12 @@
 import {
   LeaseConflictError,
-  chooseSubnet,
-  encodeLeaseAttrs,
-  leaseKey,
-  subnetKey,
   type Lease,
   type LeaseAttrs,
   type Logger,
   type NetworkConfig,
   type PreviousSubnets,
-  sleep,
 } from '@flannel/core'
+import { chooseSubnet, encodeLeaseAttrs, leaseKey, subnetKey, sleep } from '@flannel/core/registry'
 import { backoffDelay } from './retry.js'
 import type { EtcdStore } from './store.js'
 

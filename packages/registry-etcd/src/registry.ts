@@ -3,10 +3,7 @@ import type { Observable } from 'rxjs'
 import {
   ConfigNotFoundError,
   FlannelError,
-  encodeLeaseAttrs,
   parseNetworkConfig,
-  requireCanonicalSubnets,
-  subnetKey,
   throwIfAborted,
   type AcquireOptions,
   type CallOptions,
@@ -17,6 +14,7 @@ import {
   type NetworkConfig,
   type SubnetRegistry,
 } from '@flannel/core'
+import { encodeLeaseAttrs, requireCanonicalSubnets, subnetKey } from '@flannel/core/registry'
 import type { Etcd3 } from 'etcd3'
 import { acquireEtcdLease } from './acquire.js'
 import { createEtcdClient } from './client.js'

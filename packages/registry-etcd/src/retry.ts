@@ -1,12 +1,11 @@
 import {
   AbortError,
-  backoffDelay as coreBackoffDelay,
   RegistryUnavailableError,
   isFlannelError,
-  sleep,
   throwIfAborted,
   type Logger,
 } from '@flannel/core'
+import { backoffDelay as coreBackoffDelay, sleep } from '@flannel/core/registry'
 import {
   EtcdAuthenticationFailedError,
   EtcdPermissionDeniedError,

@@ -1,10 +1,5 @@
-import {
-  LeaseNotFoundError,
-  decodeLeaseAttrs,
-  parseLeaseKey,
-  type Lease,
-  type Logger,
-} from '@flannel/core'
+import { LeaseNotFoundError, type Lease, type Logger } from '@flannel/core'
+import { decodeLeaseAttrs, parseLeaseKey } from '@flannel/core/registry'
 import type { Etcd3, IKeyValue } from 'etcd3'
 import type { KeyLayout } from './keys.js'
 import { withRetry } from './retry.js'

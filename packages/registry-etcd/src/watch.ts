@@ -1,13 +1,6 @@
 import { Observable } from 'rxjs'
-import {
-  AbortError,
-  diffLeases,
-  isFlannelError,
-  sleep,
-  type Lease,
-  type LeaseEvent,
-  type Logger,
-} from '@flannel/core'
+import { AbortError, isFlannelError, type Lease, type LeaseEvent, type Logger } from '@flannel/core'
+import { diffLeases, sleep } from '@flannel/core/registry'
 import type { IWatchResponse, Watcher } from 'etcd3'
 import type { KeyLayout } from './keys.js'
 import { backoffDelay } from './retry.js'

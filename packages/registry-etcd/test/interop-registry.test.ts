@@ -7,14 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import {
-  encodeLeaseAttrs,
-  parseSubnetKey,
-  subnetKey,
-  type LeaseAttrs,
-  type LeaseEvent,
-  type SubnetRegistry,
-} from '@flannel/core'
+import { type LeaseAttrs, type LeaseEvent, type SubnetRegistry } from '@flannel/core'
+import { encodeLeaseAttrs, parseSubnetKey, subnetKey } from '@flannel/core/registry'
 import {
   Flanneld,
   Netns,

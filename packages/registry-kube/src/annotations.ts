@@ -1,5 +1,4 @@
 import {
-  encodeBackendData,
   formatIp4,
   formatIp6,
   isIp4,
@@ -9,6 +8,7 @@ import {
   type LeaseAttrs,
   type Logger,
 } from '@flannel/core'
+import { encodeBackendData } from '@flannel/core/registry'
 import { AnnotationPrefixError } from './errors.js'
 
 /** flanneld's default `--kube-annotation-prefix`. */

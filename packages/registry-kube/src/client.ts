@@ -5,12 +5,11 @@ import type { KubeConfig } from '@kubernetes/client-node'
 import {
   AbortError,
   RegistryUnavailableError,
-  backoffDelay,
   isFlannelError,
-  sleep,
   throwIfAborted,
   type Logger,
 } from '@flannel/core'
+import { backoffDelay, sleep } from '@flannel/core/registry'
 import { KubeApiError, KubeConfigError, KubeForbiddenError } from './errors.js'
 
 /** What a request is, for errors and logs: `patch nodes/status "node-1"`. */

@@ -1,7 +1,6 @@
 import {
   Ip4Net,
   Ip6Net,
-  decodeBackendData,
   formatIp4,
   formatIp6,
   isIp4,
@@ -12,6 +11,7 @@ import {
   type LeaseAttrs,
   type NetworkConfig,
 } from '@flannel/core'
+import { decodeBackendData } from '@flannel/core/registry'
 import type { AnnotationKeys } from './annotations.js'
 import { PodCidrError } from './errors.js'
 

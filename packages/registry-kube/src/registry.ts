@@ -5,11 +5,8 @@ import {
   AbortError,
   ConfigError,
   FlannelError,
-  decodeBackendData,
-  encodeLeaseAttrs,
   isFlannelError,
   parseNetworkConfig,
-  sleep,
   throwIfAborted,
   type AcquireOptions,
   type CallOptions,
@@ -21,6 +18,7 @@ import {
   type StoredAttrs,
   type SubnetRegistry,
 } from '@flannel/core'
+import { decodeBackendData, encodeLeaseAttrs, sleep } from '@flannel/core/registry'
 import {
   annotationKeys,
   annotationPatchBody,

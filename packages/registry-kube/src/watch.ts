@@ -1,15 +1,12 @@
 import { Observable } from 'rxjs'
 import {
   AbortError,
-  backoffDelay,
-  diffLeases,
-  leaseKey,
-  sleep,
   type Lease,
   type LeaseEvent,
   type Logger,
   type NetworkConfig,
 } from '@flannel/core'
+import { backoffDelay, diffLeases, leaseKey, sleep } from '@flannel/core/registry'
 import type { AnnotationKeys } from './annotations.js'
 import type { WatchEnd } from './client.js'
 import { nodeToLease, type NodeObject } from './node.js'

@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { encodeLeaseAttrs } from '@flannel/core'
+import { encodeLeaseAttrs } from '@flannel/core/registry'
 import {
   ALLOCATED,
   Flanneld,

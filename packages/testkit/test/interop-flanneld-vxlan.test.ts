@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { encodeLeaseAttrs } from '@flannel/core'
+import { encodeLeaseAttrs } from '@flannel/core/registry'
 import {
   ALLOCATED,
   Flanneld,

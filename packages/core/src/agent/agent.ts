@@ -1,6 +1,17 @@
-import { BehaviorSubject, identity, Observable, Subscription, tap } from 'rxjs'
+import {
+  BehaviorSubject,
+  identity,
+  Observable,
+  Subject,
+  Subscription,
+  tap,
+  type Observer,
+  type Subscriber,
+  type TeardownLogic,
+} from 'rxjs'
 import type { NetworkConfig } from '../config/types.js'
 import {
+  AbortError,
   InvalidArgumentError,
   LeaseRevokedError,
   SubnetFileError,
@@ -11,8 +22,20 @@ import type { Lease, LeaseEvent, PreviousSubnets } from '../lease/types.js'
 import { silentLogger, type Logger } from '../logger.js'
 import { leaseKey } from '../registry/reconcile.js'
 import type { SubnetRegistry } from '../registry/types.js'
-import { lookupBackend, type BackendTable } from '../backend/lookup.js'
-import type { ExternalInterface, Network, NetworkEvent } from '../backend/types.js'
+import {
+  backendsByType,
+  lookupBackend,
+  type BackendList,
+  type BackendTable,
+} from '../backend/lookup.js'
+import { activateWithLease } from '../backend/lease.js'
+import type {
+  BackendFactory,
+  ExternalInterface,
+  Network,
+  NetworkEvent,
+  PreparedNetwork,
+} from '../backend/types.js'
 import {
   DEFAULT_SUBNET_FILE,
   readSubnetEnv,
@@ -40,6 +63,24 @@ export const DEFAULT_RENEW_RETRY_MS = 60_000
 /** Where an {@link Agent} is in its life. */
 export type AgentStatus = 'idle' | 'starting' | 'running' | 'stopped' | 'failed'
 
+/**
+ * The external interface for a network config: how {@link AgentOptions.extIface}
+ * can be given when the choice depends on the config (IPv4 and/or IPv6
+ * enabled), e.g. `(config) => selectExternalInterface(host, { iface: ['eth0'],
+ * enableIPv4: config.enableIPv4, enableIPv6: config.enableIPv6 })`. Called
+ * once per start, after the config is read and before the backend is created.
+ */
+export type ExternalInterfaceSource = (
+  config: NetworkConfig,
+  opts: { readonly signal: AbortSignal },
+) => ExternalInterface | Promise<ExternalInterface>
+
+/** What {@link Agent.ready} resolves with: this host's lease and the workloads' MTU. */
+export interface AgentReady {
+  readonly lease: Lease
+  readonly mtu: number
+}
+
 /** What {@link AgentOptions.prepare} receives, after the network is registered. */
 export interface PrepareContext {
   readonly config: NetworkConfig
@@ -51,10 +92,19 @@ export interface PrepareContext {
 export interface AgentOptions {
   /** Where the config and the leases live. */
   readonly registry: SubnetRegistry
-  /** The backends this agent can run, by lower-cased `Backend.Type`. */
-  readonly backends: BackendTable
-  /** The host's external interface (see `selectExternalInterface` in `@flannel/linux`). */
-  readonly extIface: ExternalInterface
+  /**
+   * The backends this agent can run: factories such as `[vxlan(), hostGw()]`,
+   * one per type; the config's `Backend.Type` picks one. Two factories
+   * claiming one type are refused. (A table by lower-cased type,
+   * `{ vxlan: createBackend }`, is still accepted but deprecated.)
+   */
+  readonly backends: BackendList | BackendTable
+  /**
+   * The host's external interface: a value, or a function of the network
+   * config giving it (see {@link ExternalInterfaceSource}; `selectExternalInterface`
+   * in `@flannel/linux` applies flanneld's rules). A rejection fails the start.
+   */
+  readonly extIface: ExternalInterface | ExternalInterfaceSource
   /** Use this config instead of reading it from the registry. */
   readonly config?: NetworkConfig | undefined
   /**
@@ -111,6 +161,8 @@ export type AgentEvent =
   | { readonly type: 'registry-wiped'; readonly lease: Lease }
   /** After a wipe, the config is back and the agent holds its previous subnet again. */
   | { readonly type: 'reacquired'; readonly lease: Lease }
+  /** Reading the network config failed (missing, invalid, registry unreachable); the next try is in `retryInMs`. */
+  | { readonly type: 'config-failed'; readonly error: unknown; readonly retryInMs: number }
 
 /**
  * Wires a registry to a backend, as flanneld's main loop does (spec: core.md
@@ -125,10 +177,17 @@ export type AgentEvent =
  * revokes leases (`revokesLeases: false`, as in kube mode) is not watched for
  * the own lease at all.
  *
+ * Three ways to follow it: the Observable of {@link Agent.run}, the async
+ * iterator of {@link Agent.events}, and {@link Agent.ready} (a Promise for
+ * the lease and MTU). A failure never crashes a process that subscribed
+ * without an error callback: it is logged, kept in {@link Agent.error} and
+ * rejects `ready()`.
+ *
  * @example
  * ```ts
- * const agent = new Agent({ registry, backends: { alloc: createBackend }, extIface })
- * const sub = agent.run().subscribe({ next: (e) => console.log(e.type), error: console.error })
+ * const agent = new Agent({ registry, backends: [vxlan(), hostGw()], extIface })
+ * const sub = agent.run().subscribe((e) => console.log(e.type))
+ * const { lease, mtu } = await agent.ready() // rejects with the start-up error
  * // later: sub.unsubscribe() stops everything (the lease and data plane are kept)
  * ```
  */
@@ -139,8 +198,15 @@ export class Agent {
   private readonly renewMarginMs: number
   private readonly renewRetryMs: number
   private readonly configRetryMs: number
+  private readonly backends: ReadonlyMap<string, BackendFactory>
   private readonly statusSubject = new BehaviorSubject<AgentStatus>('idle')
   private currentLease: Lease | undefined
+  private lastError: unknown
+  private readyValue: AgentReady | undefined
+  /** Each run's outcome before it is ready: ready, failed, or stopped. */
+  private readonly outcomes = new Subject<
+    { readonly ready: AgentReady } | { readonly error: unknown }
+  >()
 
   /** The status, starting with the current one. */
   readonly status$: Observable<AgentStatus> = this.statusSubject.asObservable()
@@ -149,6 +215,7 @@ export class Agent {
     this.options = options
     this.logger = options.logger ?? silentLogger
     this.timers = options.timers ?? systemTimers
+    this.backends = backendsByType(options.backends)
     this.renewMarginMs = positive('renewMarginMs', options.renewMarginMs, DEFAULT_RENEW_MARGIN_MS)
     this.renewRetryMs = positive('renewRetryMs', options.renewRetryMs, DEFAULT_RENEW_RETRY_MS)
     this.configRetryMs = positive('configRetryMs', options.configRetryMs, DEFAULT_CONFIG_RETRY_MS)
@@ -164,6 +231,107 @@ export class Agent {
     return this.currentLease
   }
 
+  /** Why the latest run failed (status `failed`); undefined while none has. */
+  get error(): unknown {
+    return this.lastError
+  }
+
+  /**
+   * Resolves with the lease and MTU once the agent is ready (subnet.env
+   * written): at once while a run is ready, else when the current (or, when
+   * idle or stopped, the next) run gets there. Does not start the agent;
+   * subscribe to {@link Agent.run} or iterate {@link Agent.events} for that.
+   *
+   * @throws the start-up error when that run fails before it is ready, or
+   *   the failure of the latest run when the status is `failed`.
+   * @throws AbortError when the run is stopped before it is ready, or `opts.signal` aborts.
+   *
+   * @example
+   * ```ts
+   * agent.run({ signal }).subscribe()
+   * const { lease, mtu } = await agent.ready()
+   * ```
+   */
+  ready(opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<AgentReady> {
+    const { signal } = opts
+    if (this.status === 'running' && this.readyValue !== undefined) {
+      return Promise.resolve(this.readyValue)
+    }
+    if (this.status === 'failed') return Promise.reject(this.lastError)
+    return new Promise<AgentReady>((resolve, reject) => {
+      const onAbort = (): void => {
+        sub.unsubscribe()
+        reject(
+          new AbortError('waiting for the agent to be ready was aborted', {
+            cause: signal?.reason,
+          }),
+        )
+      }
+      const sub = this.outcomes.subscribe((outcome) => {
+        sub.unsubscribe()
+        signal?.removeEventListener('abort', onAbort)
+        if ('ready' in outcome) resolve(outcome.ready)
+        else reject(outcome.error)
+      })
+      if (signal?.aborted) onAbort()
+      else signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  /**
+   * {@link Agent.run} as an async iterator: starts the agent, yields its
+   * events, throws its failure, and ends when `opts.signal` aborts. Leaving
+   * the loop (`break`, `return`, a throw in its body) stops the agent as an
+   * unsubscribe does. Events are buffered without bound until the loop takes
+   * them (an agent emits a few per lease change).
+   *
+   * @example
+   * ```ts
+   * for await (const e of agent.events({ signal })) if (e.type === 'ready') console.log(e.lease.subnet)
+   * ```
+   */
+  async *events(
+    opts: { readonly signal?: AbortSignal | undefined } = {},
+  ): AsyncGenerator<AgentEvent, void, undefined> {
+    const buffer: AgentEvent[] = []
+    let end: { readonly error?: unknown; readonly failed: boolean } | undefined
+    let wake: (() => void) | undefined
+    const notify = (): void => {
+      wake?.()
+      wake = undefined
+    }
+    const sub = this.run(opts).subscribe({
+      next: (event) => {
+        buffer.push(event)
+        notify()
+      },
+      error: (error: unknown) => {
+        end = { error, failed: true }
+        notify()
+      },
+      complete: () => {
+        end = { failed: false }
+        notify()
+      },
+    })
+    try {
+      for (;;) {
+        const event = buffer.shift()
+        if (event !== undefined) {
+          yield event
+          continue
+        }
+        if (end !== undefined) {
+          if (end.failed) throw end.error
+          return
+        }
+        await new Promise<void>((resolve) => (wake = resolve))
+      }
+    } finally {
+      sub.unsubscribe()
+    }
+  }
+
   /**
    * Starts the agent on subscribe. The stream errors with the start-up
    * failure (after undoing what this start did: the lease is released), or
@@ -173,7 +341,12 @@ export class Agent {
    * flanneld keeps them on SIGTERM.
    */
   run(opts: { readonly signal?: AbortSignal | undefined } = {}): Observable<AgentEvent> {
-    return new Observable<AgentEvent>((subscriber) => {
+    const onUnhandled = (error: unknown): void =>
+      this.logger.error(
+        { err: error },
+        `agent failed (no error callback subscribed): ${String(error)}`,
+      )
+    return new SafeErrorObservable<AgentEvent>(onUnhandled, (subscriber) => {
       const stop = new AbortController()
       const subs = new Subscription()
       let renewTimer: unknown
@@ -182,6 +355,7 @@ export class Agent {
       let failed = false
       /** The config the running network was made from (set once started). */
       let config: NetworkConfig | undefined
+      let wasReady = false
 
       const emit = (event: AgentEvent): void => {
         if (!subscriber.closed) subscriber.next(event)
@@ -189,7 +363,10 @@ export class Agent {
       const fail = (error: unknown): void => {
         if (stop.signal.aborted) return
         failed = true
+        this.lastError = error
+        this.readyValue = undefined
         this.statusSubject.next('failed')
+        if (!wasReady) this.outcomes.next({ error })
         subscriber.error(error)
       }
       const onOuterAbort = (): void => subscriber.complete()
@@ -269,75 +446,95 @@ export class Agent {
         }, fail)
       }
 
-      const monitorOwnLease = (own: Lease): void => {
+      /**
+       * One watch per run feeds both the own-lease monitor and the peers'
+       * stream the network runs on (filtered once, by withoutOwnLease).
+       */
+      const watchLeases = (network: Network, config: NetworkConfig): void => {
+        const own = network.lease
         // The own lease is the one with exactly its key: a lease that merely
         // overlaps it (a hostile `10.5.1.0-24&fd00::-64` beside our
         // `10.5.1.0-24`) must neither be renewed in its place nor, when it is
         // deleted, count as the revocation of ours.
         const ownKey = leaseKey(own)
-        const watch = this.options.registry.watchLeases().subscribe({
-          next: (batch) => {
-            for (const event of batch) {
-              if (leaseKey(event.lease) !== ownKey) continue
-              if (event.type === 'removed') {
-                onLeaseLost()
-                return
-              }
-              this.currentLease = event.lease
-              if (!renewing && !recovering) scheduleRenew()
-            }
-          },
-          error: fail,
-        })
-        subs.add(watch)
-      }
-
-      const runNetwork = (network: Network, config: NetworkConfig): void => {
-        const own = network.lease
         const known = new Map<string, Lease>()
-        // Holding peers' removals is for a lost own lease that ends the agent
-        // or is taken back; a registry that never revokes (kube mode: a
-        // deleted own Node changes nothing) passes every removal, as flanneld.
-        const revokes = this.options.registry.revokesLeases !== false
-        const peers$ = this.options.registry.watchLeases().pipe(
-          revokes ? holdPeerRemovalsWhileOwnLeaseIsGone(own) : identity,
-          withoutOwnLease(own, {
-            config,
-            onIgnored: (lease, reason) =>
-              this.logger.warn({ subnet: lease.subnet.toString() }, `ignoring lease: ${reason}`),
-          }),
-          tap((batch) => {
-            for (const e of batch) {
-              const key = leaseKey(e.lease)
-              if (e.type === 'added') known.set(key, e.lease)
-              else known.delete(key)
-            }
-            emit({ type: 'peers', events: batch, known: known.size })
-          }),
-        )
+        let seenFirst = false
+        const peerSubscribers = new Set<Subscriber<LeaseEvent[]>>()
+        // A network subscribing late (or again) starts from the peers known so far.
+        const peers$ = new Observable<LeaseEvent[]>((sub) => {
+          if (seenFirst) sub.next([...known.values()].map((lease) => ({ type: 'added', lease })))
+          peerSubscribers.add(sub)
+          return () => peerSubscribers.delete(sub)
+        })
         subs.add(
           network.run(peers$).subscribe({
             next: (event) => emit({ type: 'network', event }),
             error: fail,
           }),
         )
+        // flanneld's kube mode has no lease to lose (main.go: no MonitorLease):
+        // with a registry that never revokes, the own lease is not followed.
+        const revokes = this.options.registry.revokesLeases !== false
+        const monitorOwnLease = (batch: LeaseEvent[]): void => {
+          if (!revokes) return
+          for (const event of batch) {
+            if (leaseKey(event.lease) !== ownKey) continue
+            if (event.type === 'removed') {
+              onLeaseLost()
+              return
+            }
+            this.currentLease = event.lease
+            if (!renewing && !recovering) scheduleRenew()
+          }
+        }
+        const watch = this.options.registry
+          .watchLeases()
+          .pipe(
+            tap(monitorOwnLease),
+            // Peers' removals that come with the own lease's, and after it until
+            // it is back, are held (a wipe must not empty the data plane); a
+            // registry that never revokes (kube mode: a deleted own Node changes
+            // nothing) passes every removal, as flanneld.
+            revokes ? holdPeerRemovalsWhileOwnLeaseIsGone(own) : identity,
+            withoutOwnLease(own, {
+              config,
+              onIgnored: (lease, reason) =>
+                this.logger.warn({ subnet: lease.subnet.toString() }, `ignoring lease: ${reason}`),
+            }),
+          )
+          .subscribe({
+            next: (batch) => {
+              if (stop.signal.aborted) return
+              for (const e of batch) {
+                const key = leaseKey(e.lease)
+                if (e.type === 'added') known.set(key, e.lease)
+                else known.delete(key)
+              }
+              seenFirst = true
+              emit({ type: 'peers', events: batch, known: known.size })
+              for (const sub of [...peerSubscribers]) sub.next(batch)
+            },
+            error: fail,
+          })
+        subs.add(watch)
       }
 
+      this.lastError = undefined
+      this.readyValue = undefined
       this.statusSubject.next('starting')
       this.start(stop.signal, emit)
         .then((started) => {
           if (stop.signal.aborted) return
           const { network } = started
           config = started.config
+          wasReady = true
+          this.readyValue = { lease: network.lease, mtu: network.mtu }
           this.statusSubject.next('running')
+          this.outcomes.next({ ready: this.readyValue })
           emit({ type: 'ready', lease: network.lease, mtu: network.mtu })
-          runNetwork(network, started.config)
-          // flanneld's kube mode has no lease to lose or renew (main.go: no
-          // MonitorLease; RenewLease is not implemented there).
-          if (this.options.registry.revokesLeases !== false) {
-            monitorOwnLease(network.lease)
-            scheduleRenew()
-          }
+          watchLeases(network, started.config)
+          // No renewal in kube mode either (flanneld does not implement RenewLease there).
+          if (this.options.registry.revokesLeases !== false) scheduleRenew()
         })
         .catch(fail)
 
@@ -346,7 +543,11 @@ export class Agent {
         opts.signal?.removeEventListener('abort', onOuterAbort)
         this.timers.clearTimeout(renewTimer)
         subs.unsubscribe()
-        if (!failed) this.statusSubject.next('stopped')
+        if (failed) return
+        this.readyValue = undefined
+        this.statusSubject.next('stopped')
+        if (!wasReady)
+          this.outcomes.next({ error: new AbortError('the agent stopped before it was ready') })
       }
     })
   }
@@ -358,15 +559,31 @@ export class Agent {
   ): Promise<{ network: Network; config: NetworkConfig }> {
     const { registry, subnetFile = DEFAULT_SUBNET_FILE } = this.options
     const previous = subnetFile === null ? {} : await this.readPrevious(subnetFile)
-    const config = this.options.config ?? (await this.fetchConfig(signal))
-    const factory = await lookupBackend(config.backendType, this.options.backends)
+    const config = this.options.config ?? (await this.fetchConfig(signal, emit))
+    const given = this.options.extIface
+    const extIface = typeof given === 'function' ? await given(config, { signal }) : given
     throwIfAborted(signal)
-    const backend = factory({
-      registry,
-      extIface: this.options.extIface,
-      logger: this.logger,
-    })
-    const network = await backend.registerNetwork(config, { signal, previous })
+    const factory = lookupBackend(config.backendType, this.backends)
+    const backend = await factory.create({ registry, extIface, logger: this.logger })
+    throwIfAborted(signal)
+    let prepared: PreparedNetwork | undefined
+    let network: Network
+    if (backend.prepare !== undefined) {
+      // The one lease owner: the backend prepares, the Agent acquires, the backend activates.
+      // What this host published before (kube mode: its Node's annotations),
+      // read here so that no backend calls the registry.
+      const stored = await registry.storedAttrs?.({ signal })
+      prepared = await backend.prepare(config, { signal, stored })
+      network = await activateWithLease(registry, prepared, { signal, previous })
+    } else if (backend.registerNetwork !== undefined) {
+      network = await backend.registerNetwork(config, { signal, previous })
+    } else {
+      throw new InvalidArgumentError(
+        'backend',
+        backend.type,
+        'a backend implements prepare (or the deprecated registerNetwork)',
+      )
+    }
     let undo: (() => Promise<void>) | undefined
     try {
       throwIfAborted(signal)
@@ -391,6 +608,9 @@ export class Agent {
       return { network, config }
     } catch (error) {
       await undo?.().catch((e: unknown) => this.logger.warn({ err: e }, 'undoing prepare failed'))
+      await prepared
+        ?.abort()
+        .catch((e: unknown) => this.logger.warn({ err: e }, 'undoing the backend failed'))
       await registry
         .releaseLease(network.lease)
         .catch((e: unknown) => this.logger.warn({ err: e }, 'releasing the lease failed'))
@@ -440,12 +660,52 @@ export class Agent {
   }
 
   /** Fetches the config, retrying while it is missing, invalid or the registry unreachable. */
-  private fetchConfig(signal: AbortSignal): Promise<NetworkConfig> {
+  private fetchConfig(
+    signal: AbortSignal,
+    emit: (event: AgentEvent) => void,
+  ): Promise<NetworkConfig> {
     return fetchNetworkConfig(this.options.registry, {
       signal,
       retryMs: this.configRetryMs,
       logger: this.logger,
       timers: this.timers,
+      onRetry: (error) => emit({ type: 'config-failed', error, retryInMs: this.configRetryMs }),
+    })
+  }
+}
+
+/**
+ * An Observable whose direct subscribers without an error callback do not
+ * crash the process on its error (rxjs would rethrow it asynchronously):
+ * such an error goes to `onUnhandled` instead. Subscribers with an error
+ * callback, operators and `firstValueFrom`/`lastValueFrom` see it as usual.
+ */
+class SafeErrorObservable<T> extends Observable<T> {
+  constructor(
+    private readonly onUnhandled: (error: unknown) => void,
+    subscribe: (subscriber: Subscriber<T>) => TeardownLogic,
+  ) {
+    super(subscribe)
+  }
+
+  override subscribe(
+    observerOrNext?: Partial<Observer<T>> | ((value: T) => void) | null,
+    error?: ((error: unknown) => void) | null,
+    complete?: (() => void) | null,
+  ): Subscription {
+    if (typeof observerOrNext === 'function' || observerOrNext == null) {
+      return super.subscribe({
+        ...(observerOrNext ? { next: observerOrNext } : {}),
+        error: error ?? this.onUnhandled,
+        ...(complete ? { complete } : {}),
+      })
+    }
+    if (typeof observerOrNext.error === 'function') return super.subscribe(observerOrNext)
+    const observer = observerOrNext
+    return super.subscribe({
+      next: (value) => observer.next?.(value),
+      error: this.onUnhandled,
+      complete: () => observer.complete?.(),
     })
   }
 }

@@ -20,6 +20,13 @@ export {
 export type { LeaseLossOptions, LeaseLossOutcome } from './lease-loss.js'
 export { isOwnSubnet, leasesOverlap, withoutOwnLease } from './own-lease.js'
 export type { PeerLeaseOptions } from './own-lease.js'
-export type { AgentEvent, AgentOptions, AgentStatus, PrepareContext } from './agent.js'
+export type {
+  AgentEvent,
+  AgentOptions,
+  AgentReady,
+  AgentStatus,
+  ExternalInterfaceSource,
+  PrepareContext,
+} from './agent.js'
 export { systemTimers } from './timers.js'
 export type { AgentTimers } from './timers.js'

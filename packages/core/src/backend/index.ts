@@ -2,13 +2,16 @@ export type {
   Backend,
   BackendContext,
   BackendFactory,
+  CreateBackend,
   ExternalInterface,
   Network,
   NetworkEvent,
+  PreparedNetwork,
+  PrepareOptions,
   RegisterOptions,
 } from './types.js'
-export { lookupBackend } from './lookup.js'
+export { backendsByType, defineBackend, lookupBackend } from './lookup.js'
 export { runStaleRouteCollector } from './collector.js'
-export { acquireBackendLease, setUpOrReleaseLease } from './lease.js'
+export { registerPrepared } from './lease.js'
 export type { StaleRouteCollection, StaleRouteCollectorInit } from './collector.js'
-export type { BackendEntry, BackendTable } from './lookup.js'
+export type { BackendEntry, BackendList, BackendTable } from './lookup.js'

@@ -2,7 +2,8 @@ import { throwIfAborted } from '../errors.js'
 import type { Lease, LeaseAttrs } from '../lease/types.js'
 import type { Logger } from '../logger.js'
 import type { SubnetRegistry } from '../registry/types.js'
-import type { RegisterOptions } from './types.js'
+import type { Backend, Network, PreparedNetwork, RegisterOptions } from './types.js'
+import type { NetworkConfig } from '../config/types.js'
 
 /**
  * Acquires this host's lease for `registerNetwork`. A failure other than an
@@ -71,4 +72,53 @@ function prefixMessage(error: unknown, prefix: string): unknown {
     return error
   }
   return new Error(`${prefix}: ${String(error)}`)
+}
+
+/**
+ * The lease owner's part of a start, for a backend with `prepare`: prepare,
+ * acquire the lease with the prepared attributes (asking for
+ * `opts.previous`), activate. Any failure (or an abort) undoes the
+ * preparation and releases the lease, then rethrows; a failed acquisition
+ * reads `failed to acquire lease: <reason>` as in flanneld. The Agent does
+ * the same steps itself (with more between them); this is for running a
+ * backend without an Agent, and what the backends' deprecated
+ * `registerNetwork` does.
+ *
+ * @example
+ * ```ts
+ * const network = await registerPrepared(registry, new HostGwBackend(ctx), config, { signal })
+ * ```
+ */
+export async function registerPrepared(
+  registry: SubnetRegistry,
+  backend: Backend & Required<Pick<Backend, 'prepare'>>,
+  config: NetworkConfig,
+  opts: RegisterOptions = {},
+): Promise<Network> {
+  const stored = await registry.storedAttrs?.({ signal: opts.signal })
+  const prepared = await backend.prepare(config, { signal: opts.signal, stored })
+  return activateWithLease(registry, prepared, opts)
+}
+
+/**
+ * Acquires the lease for a prepared network and activates it; on failure
+ * aborts the preparation and releases the lease. (Step two of
+ * {@link registerPrepared}.)
+ */
+export async function activateWithLease(
+  registry: SubnetRegistry,
+  prepared: PreparedNetwork,
+  opts: RegisterOptions = {},
+): Promise<Network> {
+  let lease: Lease | undefined
+  try {
+    lease = await acquireBackendLease(registry, prepared.attrs, opts)
+    const network = await prepared.activate(lease, { signal: opts.signal })
+    throwIfAborted(opts.signal)
+    return network
+  } catch (error) {
+    await prepared.abort().catch(() => undefined)
+    if (lease !== undefined) await registry.releaseLease(lease).catch(() => undefined)
+    throw error
+  }
 }

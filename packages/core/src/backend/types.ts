@@ -1,8 +1,8 @@
 import type { Observable } from 'rxjs'
 import type { NetworkConfig } from '../config/types.js'
-import type { Lease, LeaseEvent, PreviousSubnets } from '../lease/types.js'
+import type { Lease, LeaseAttrs, LeaseEvent, PreviousSubnets } from '../lease/types.js'
 import type { Logger } from '../logger.js'
-import type { SubnetRegistry } from '../registry/types.js'
+import type { StoredAttrs, SubnetRegistry } from '../registry/types.js'
 
 /** The host's external interface, as selected by flanneld's rules (core.md 10.1). */
 export interface ExternalInterface {
@@ -24,7 +24,10 @@ export interface ExternalInterface {
 
 /** What a backend factory receives. */
 export interface BackendContext {
-  /** Where the backend acquires its lease. */
+  /**
+   * The registry. Backends do not call it: the Agent owns the lease. It is
+   * there for the deprecated one-call `registerNetwork`.
+   */
   readonly registry: SubnetRegistry
   /** The external interface. */
   readonly extIface: ExternalInterface
@@ -40,15 +43,62 @@ export interface RegisterOptions {
   readonly previous?: PreviousSubnets | undefined
 }
 
+/** Options of {@link Backend.prepare}. */
+export interface PrepareOptions {
+  /** Aborts preparation; anything half-done is undone. */
+  readonly signal?: AbortSignal | undefined
+  /**
+   * What this host published the last time, as the registry keeps it
+   * (`SubnetRegistry.storedAttrs`; kube mode: the own Node's annotations).
+   * The Agent reads it and passes it in, so that backends never call the
+   * registry; the vxlan backend gives a device it creates the `VtepMAC`
+   * found here, as flanneld's GetStoredMacAddresses.
+   */
+  readonly stored?: StoredAttrs | undefined
+}
+
+/**
+ * A backend's local preparation, done before any lease exists: what to
+ * publish, and the two ways on. The lease owner (the `Agent`, or
+ * {@link registerPrepared}) acquires the lease with {@link attrs}, then
+ * calls {@link activate}; when acquiring, activating or any later start-up
+ * step fails, it calls {@link abort} and releases the lease.
+ */
+export interface PreparedNetwork {
+  /** The attributes to publish in this host's lease (`PublicIP`, `BackendType`, backend data). */
+  readonly attrs: LeaseAttrs
+  /**
+   * Finishes the set-up with the acquired lease (device address, own route)
+   * and returns the running network. Never calls the registry. On failure
+   * it leaves what {@link abort} can undo.
+   */
+  activate(lease: Lease, opts?: PrepareOptions): Promise<Network>
+  /**
+   * Undoes {@link Backend.prepare} and, after it, {@link activate}: devices
+   * created, routes added, sockets opened. Best effort, never rejects; may
+   * be called more than once.
+   */
+  abort(): Promise<void>
+}
+
 /** A backend: one way of carrying traffic between the hosts' subnets. */
 export interface Backend {
   /** The lower-cased `Backend.Type` this backend serves (`vxlan`, `host-gw`, ...). */
   readonly type: string
   /**
-   * Prepares local state, acquires this host's lease and returns the network.
-   * On failure nothing it created is left behind.
+   * Prepares local state (devices, discovery, keys) and says what to
+   * publish; the lease is acquired by the caller, never by the backend. On
+   * failure nothing it created is left behind.
    */
-  registerNetwork(config: NetworkConfig, opts?: RegisterOptions): Promise<Network>
+  prepare?(config: NetworkConfig, opts?: PrepareOptions): Promise<PreparedNetwork>
+  /**
+   * Prepares, acquires this host's lease and activates, in one call (the
+   * backends of this project implement it with {@link registerPrepared}).
+   * The Agent uses it only for a backend without {@link prepare}.
+   *
+   * @deprecated Implement {@link prepare}; the lease owner acquires the lease.
+   */
+  registerNetwork?(config: NetworkConfig, opts?: RegisterOptions): Promise<Network>
 }
 
 /** What a {@link Network} reports while it applies lease events. */
@@ -77,5 +127,27 @@ export interface Network {
   run(events: Observable<LeaseEvent[]>): Observable<NetworkEvent>
 }
 
-/** Creates a backend for a context. */
-export type BackendFactory = (ctx: BackendContext) => Backend
+/**
+ * A backend as the {@link Agent} takes it: the lower-cased `Backend.Type` it
+ * serves and how to create it for a context, with its options already bound.
+ * Every backend package exports one as an options-first function
+ * (`vxlan({ txChecksumOffload: false })`, `hostGw()`, `awsVpc({ region })`);
+ * {@link defineBackend} makes one for a backend of your own.
+ */
+export interface BackendFactory {
+  /** The lower-cased `Backend.Type` this factory serves (`vxlan`, `host-gw`, ...). */
+  readonly type: string
+  /**
+   * Creates the backend. May be async, so that a factory can import its
+   * package (and that package's SDKs) only when its type is configured.
+   */
+  create(ctx: BackendContext): Backend | Promise<Backend>
+}
+
+/**
+ * A function creating a backend for a context: the entries of the older
+ * {@link BackendTable} form (`{ vxlan: createBackend }`).
+ *
+ * @deprecated Pass {@link BackendFactory} values (`vxlan()`, `hostGw()`, ...) in a list instead.
+ */
+export type CreateBackend = (ctx: BackendContext) => Backend

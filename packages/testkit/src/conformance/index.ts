@@ -14,14 +14,13 @@
 import { afterEach, describe, expect } from 'vitest'
 import {
   Ip4Net,
-  encodeLeaseAttrs,
   isFlannelError,
-  subnetKey,
   type Lease,
   type LeaseAttrs,
   type LeaseEvent,
   type SubnetRegistry,
 } from '@flannel/core'
+import { encodeLeaseAttrs, subnetKey } from '@flannel/core/registry'
 import { defineMoreCases } from './more-cases.js'
 import { caseFn, type CaseFn, type ConformanceOptions } from './features.js'
 import { BatchRecorder } from './recorder.js'
@@ -390,3 +389,5 @@ function defineExpiryCases(t: CaseFn, make: Make, watch: Watch): void {
     },
   )
 }
+
+export { describeBackendConformance, type BackendHarness } from './backend.js'

@@ -6,14 +6,13 @@ import { expect } from 'vitest'
 import {
   Ip4Net,
   Ip6Net,
-  encodeLeaseAttrs,
   isFlannelError,
-  subnetKey,
   type Lease,
   type LeaseAttrs,
   type LeaseEvent,
   type SubnetRegistry,
 } from '@flannel/core'
+import { encodeLeaseAttrs, subnetKey } from '@flannel/core/registry'
 import type { CaseFn } from './features.js'
 import { BatchRecorder } from './recorder.js'
 

@@ -1,17 +1,19 @@
 import { Observable } from 'rxjs'
 import type { Etcd3 } from 'etcd3'
 import {
-  decodeLeaseAttrs,
-  encodeLeaseAttrs,
   parseNetworkConfig,
-  parseLeaseKey,
-  subnetKey,
   type Ip4Net,
   type Lease,
   type LeaseAttrs,
   type LeaseEvent,
   type SubnetRegistry,
 } from '@flannel/core'
+import {
+  decodeLeaseAttrs,
+  encodeLeaseAttrs,
+  parseLeaseKey,
+  subnetKey,
+} from '@flannel/core/registry'
 
 /** A {@link SubnetRegistry} that hands out one fixed subnet, plus what it wrote. */
 export interface FixedSubnetRegistry extends SubnetRegistry {

@@ -1,2 +1,0 @@
-export { sleep } from './sleep.js'
-export { backoffDelay } from './backoff.js'
