@@ -460,21 +460,19 @@ export class Agent {
         const known = new Map<string, Lease>()
         let seenFirst = false
         const peerSubscribers = new Set<Subscriber<LeaseEvent[]>>()
+        // flanneld's kube mode has no lease to lose (main.go: no MonitorLease):
+        // with a registry that never revokes, the own lease is not followed,
+        // and the registry is watched only once the network asks for peers
+        // (alloc never does: it needs no list or watch permission).
+        const revokes = this.options.registry.revokesLeases !== false
+        let watching = false
         // A network subscribing late (or again) starts from the peers known so far.
         const peers$ = new Observable<LeaseEvent[]>((sub) => {
           if (seenFirst) sub.next([...known.values()].map((lease) => ({ type: 'added', lease })))
           peerSubscribers.add(sub)
+          if (!watching) startWatch()
           return () => peerSubscribers.delete(sub)
         })
-        subs.add(
-          network.run(peers$).subscribe({
-            next: (event) => emit({ type: 'network', event }),
-            error: fail,
-          }),
-        )
-        // flanneld's kube mode has no lease to lose (main.go: no MonitorLease):
-        // with a registry that never revokes, the own lease is not followed.
-        const revokes = this.options.registry.revokesLeases !== false
         const monitorOwnLease = (batch: LeaseEvent[]): void => {
           if (!revokes) return
           for (const event of batch) {
@@ -487,36 +485,44 @@ export class Agent {
             if (!renewing && !recovering) scheduleRenew()
           }
         }
-        const watch = this.options.registry
-          .watchLeases()
-          .pipe(
-            tap(monitorOwnLease),
-            // Peers' removals that come with the own lease's, and after it until
-            // it is back, are held (a wipe must not empty the data plane); a
-            // registry that never revokes (kube mode: a deleted own Node changes
-            // nothing) passes every removal, as flanneld.
-            revokes ? holdPeerRemovalsWhileOwnLeaseIsGone(own) : identity,
-            withoutOwnLease(own, {
-              config,
-              onIgnored: (lease, reason) =>
-                this.logger.warn({ subnet: lease.subnet.toString() }, `ignoring lease: ${reason}`),
-            }),
-          )
-          .subscribe({
-            next: (batch) => {
-              if (stop.signal.aborted) return
-              for (const e of batch) {
-                const key = leaseKey(e.lease)
-                if (e.type === 'added') known.set(key, e.lease)
-                else known.delete(key)
-              }
-              seenFirst = true
-              emit({ type: 'peers', events: batch, known: known.size })
-              for (const sub of [...peerSubscribers]) sub.next(batch)
-            },
+        const startWatch = (): void => {
+          watching = true
+          subs.add(watch$.subscribe(watchObserver))
+        }
+        const watch$ = this.options.registry.watchLeases().pipe(
+          tap(monitorOwnLease),
+          // Peers' removals that come with the own lease's, and after it until
+          // it is back, are held (a wipe must not empty the data plane); a
+          // registry that never revokes (kube mode: a deleted own Node changes
+          // nothing) passes every removal, as flanneld.
+          revokes ? holdPeerRemovalsWhileOwnLeaseIsGone(own) : identity,
+          withoutOwnLease(own, {
+            config,
+            onIgnored: (lease, reason) =>
+              this.logger.warn({ subnet: lease.subnet.toString() }, `ignoring lease: ${reason}`),
+          }),
+        )
+        const watchObserver: Partial<Observer<LeaseEvent[]>> = {
+          next: (batch) => {
+            if (stop.signal.aborted) return
+            for (const e of batch) {
+              const key = leaseKey(e.lease)
+              if (e.type === 'added') known.set(key, e.lease)
+              else known.delete(key)
+            }
+            seenFirst = true
+            emit({ type: 'peers', events: batch, known: known.size })
+            for (const sub of [...peerSubscribers]) sub.next(batch)
+          },
+          error: fail,
+        }
+        subs.add(
+          network.run(peers$).subscribe({
+            next: (event) => emit({ type: 'network', event }),
             error: fail,
-          })
-        subs.add(watch)
+          }),
+        )
+        if (revokes && !watching) startWatch()
       }
 
       this.lastError = undefined
