@@ -2,8 +2,9 @@
  * The published packages as a consumer gets them: the built `dist` reached
  * through each package's `exports` map (no `@flannel/source` condition), from
  * ESM and from CommonJS, exports the same names as the source; the type
- * declarations resolve for both; the packed tarball holds only dist, README
- * and package.json (plus the udp addon's sources, compiled at install); the `flannel-agent` bin runs from dist. Needs the
+ * declarations resolve for both; the packed tarball holds only dist, README,
+ * LICENSE and package.json (plus the udp addon's sources, compiled at
+ * install); the `flannel-agent` bin runs from dist. Needs the
  * packages built (the README's test command builds them); skipped with the
  * reason otherwise.
  */
@@ -23,6 +24,7 @@ const root = fileURLToPath(new URL('..', import.meta.url))
 const PACKAGES = [
   ['core', 'parseNetworkConfig'],
   ['registry-etcd', 'EtcdRegistry'],
+  ['registry-kube', 'KubeRegistry'],
   ['linux', 'NetlinkHostNetwork'],
   ['backend-vxlan', 'VxlanBackend'],
   ['backend-hostgw', 'HostGwBackend'],
@@ -112,14 +114,14 @@ describe.skipIf(skip !== undefined)(
       30_000,
     )
 
-    /** What a tarball may hold besides dist, README.md and package.json. */
+    /** What a tarball may hold besides dist, README.md, LICENSE and package.json. */
     const EXTRA: Record<string, RegExp> = {
       // the addon is compiled at install from its own sources (never a prebuilt .node)
       'backend-udp': /^(binding\.gyp|native\/\w+\.[ch]|scripts\/build-addon\.mjs)$/,
     }
 
     it.each(PACKAGES)(
-      '%s: the packed tarball holds only dist, README.md, package.json and what it builds at install',
+      '%s: the packed tarball holds only dist, README.md, LICENSE (Apache-2.0), package.json and what it builds at install',
       async (dir) => {
         const { stdout } = await run('pnpm', ['pack', '--dry-run'], {
           cwd: join(root, 'packages', dir),
@@ -130,9 +132,16 @@ describe.skipIf(skip !== undefined)(
           .filter((l) => l !== '' && !l.startsWith('Tarball Details') && !l.includes('.tgz'))
         expect(files).toContain('package.json')
         expect(files).toContain('README.md')
+        expect(files).toContain('LICENSE')
+        // the package's copy of the license is the repository's, byte for byte
+        expect(readFileSync(join(root, 'packages', dir, 'LICENSE'), 'utf8')).toBe(
+          readFileSync(join(root, 'LICENSE'), 'utf8'),
+        )
         const extra = EXTRA[dir]
         for (const f of files) {
-          if (!extra?.test(f)) expect(f, f).toMatch(/^(dist\/|package\.json$|README\.md$)/)
+          if (!extra?.test(f)) {
+            expect(f, f).toMatch(/^(dist\/|package\.json$|README\.md$|LICENSE$)/)
+          }
         }
         if (extra) {
           for (const f of ['binding.gyp', 'scripts/build-addon.mjs', 'native/addon.c']) {
