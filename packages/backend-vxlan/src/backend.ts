@@ -116,7 +116,7 @@ export class VxlanBackend implements Backend {
     const planes: LocalPlane[] = []
     // flanneld's GetStoredMacAddresses: a device created now takes the MAC
     // this host published before (kube mode), so peers' entries stay right.
-    const stored = families.length > 0 ? opts.stored : undefined
+    const stored = families.length > 0 ? await opts.storedAttrs?.() : undefined
     const abort = async (): Promise<void> => {
       for (const index of created.splice(0)) await host.deleteLink(index).catch(() => undefined)
     }

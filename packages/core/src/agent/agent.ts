@@ -577,9 +577,9 @@ export class Agent {
     if (backend.prepare !== undefined) {
       // The one lease owner: the backend prepares, the Agent acquires, the backend activates.
       // What this host published before (kube mode: its Node's annotations),
-      // read here so that no backend calls the registry.
-      const stored = await registry.storedAttrs?.({ signal })
-      prepared = await backend.prepare(config, { signal, stored })
+      // read through the Agent so that no backend calls the registry.
+      const storedAttrs = async () => registry.storedAttrs?.({ signal })
+      prepared = await backend.prepare(config, { signal, storedAttrs })
       network = await activateWithLease(registry, prepared, { signal, previous })
     } else if (backend.registerNetwork !== undefined) {
       network = await backend.registerNetwork(config, { signal, previous })

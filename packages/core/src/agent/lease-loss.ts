@@ -210,12 +210,13 @@ function canonicalJson(value: unknown): string {
  * added again, are not passed on. The rest passes unchanged, the own lease's
  * events included (for {@link withoutOwnLease} to drop).
  *
- * Why: one etcd watch response carries the whole deletion, and the agent
- * watches twice (the peers for the network, the own lease for revocation).
- * Without this, whichever watch delivered first decided the host's fate: when
- * the peers' watch won, the network deleted every peer's route, neighbour and
- * FDB entry before the agent stopped, and pings between the hosts failed
- * although every data plane was still up.
+ * Why: one etcd watch response carries the whole deletion, own lease and
+ * peers in one batch, and the same batch feeds the network. Passed on as it
+ * is, it makes the network delete every peer's route, neighbour and FDB entry
+ * while the agent is still deciding what the loss means, and pings between
+ * the hosts fail although every data plane is up. (When the agent watched
+ * twice, once for the peers and once for its own lease, whichever watch
+ * delivered first decided: the pings lost in some wipe runs.)
  *
  * A held peer that is added again (it took its subnet back) is passed on as
  * usual. A held peer that never comes back keeps its entries, as a peer of a

@@ -95,8 +95,8 @@ export async function registerPrepared(
   config: NetworkConfig,
   opts: RegisterOptions = {},
 ): Promise<Network> {
-  const stored = await registry.storedAttrs?.({ signal: opts.signal })
-  const prepared = await backend.prepare(config, { signal: opts.signal, stored })
+  const storedAttrs = async () => registry.storedAttrs?.({ signal: opts.signal })
+  const prepared = await backend.prepare(config, { signal: opts.signal, storedAttrs })
   return activateWithLease(registry, prepared, opts)
 }
 

@@ -48,13 +48,14 @@ export interface PrepareOptions {
   /** Aborts preparation; anything half-done is undone. */
   readonly signal?: AbortSignal | undefined
   /**
-   * What this host published the last time, as the registry keeps it
+   * Reads what this host published the last time, as the registry keeps it
    * (`SubnetRegistry.storedAttrs`; kube mode: the own Node's annotations).
-   * The Agent reads it and passes it in, so that backends never call the
-   * registry; the vxlan backend gives a device it creates the `VtepMAC`
-   * found here, as flanneld's GetStoredMacAddresses.
+   * The Agent passes it in so that backends never call the registry, and it
+   * is a function so that only a backend that uses it pays the read: the
+   * vxlan backend gives a device it creates the `VtepMAC` found here, as
+   * flanneld's GetStoredMacAddresses.
    */
-  readonly stored?: StoredAttrs | undefined
+  readonly storedAttrs?: (() => Promise<StoredAttrs | undefined>) | undefined
 }
 
 /**
