@@ -23,8 +23,8 @@ import { etcdMissingReason, startEtcd, type EtcdServer } from '@flannel/testkit/
 import { Flanneld, Netns, findFlanneld, runPrefix } from '@flannel/testkit/flanneld'
 import { netnsSkipReason } from '@flannel/testkit/netns'
 import { spawnProcess, type ManagedProcess } from '@flannel/testkit/proc'
-import { agentCli } from './agent-cli.js'
-import { rssMiB } from './stats.js'
+import { agentCli } from './lib/agent-cli.js'
+import { rssMiB } from './lib/stats.js'
 
 const args = process.argv.slice(2)
 const N = Number(args.find((a) => /^\d+$/.test(a)) ?? 100)

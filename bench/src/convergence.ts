@@ -12,8 +12,8 @@ import { fileURLToPath } from 'node:url'
 import { etcdMissingReason } from '@flannel/testkit/etcd'
 import { netnsSkipReason, startCluster, sweepStaleNamespaces } from '@flannel/testkit/netns'
 import { spawnProcess } from '@flannel/testkit/proc'
-import { rssMiB } from './stats.js'
-import { vxlanEntryCounts } from './vxlan-entries.js'
+import { rssMiB } from './lib/stats.js'
+import { vxlanEntryCounts } from './lib/vxlan-entries.js'
 import { batchFloorMs } from './lib/kernel.js'
 
 const WRITER = fileURLToPath(new URL('./convergence-writer.ts', import.meta.url))

@@ -42,7 +42,7 @@ import {
 } from '@flannel/testkit/netns'
 import { spawnProcess, type ManagedProcess } from '@flannel/testkit/proc'
 import { batchFloorMs, procNetCounts } from './lib/kernel.js'
-import { median, rssMiB } from './stats.js'
+import { median, rssMiB } from './lib/stats.js'
 
 const DIST_CLI = fileURLToPath(new URL('../../packages/agent/dist/cli.js', import.meta.url))
 const WRITER = fileURLToPath(new URL('./convergence-writer.ts', import.meta.url))

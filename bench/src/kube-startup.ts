@@ -32,9 +32,9 @@ import {
   type NetnsHost,
   type Topology,
 } from '@flannel/testkit/netns'
-import { agentCli } from './agent-cli.js'
-import { median, rssMiB } from './stats.js'
-import { vxlanEntryCounts } from './vxlan-entries.js'
+import { agentCli } from './lib/agent-cli.js'
+import { median, rssMiB } from './lib/stats.js'
+import { vxlanEntryCounts } from './lib/vxlan-entries.js'
 
 function option(name: string, fallback: number): number {
   const args = process.argv.slice(2)

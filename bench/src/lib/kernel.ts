@@ -2,7 +2,7 @@
  * Helpers of the benches that look at one namespace host's kernel: a cheap
  * progress probe of a process's namespace and the `ip -batch` /
  * `bridge -batch` floor for N peers (counting with `ip`/`bridge`:
- * `../vxlan-entries.ts`; RSS and medians: `../stats.ts`). Peers are numbered as in
+ * `./vxlan-entries.ts`; RSS and medians: `./stats.ts`). Peers are numbered as in
  * `./peers.ts`.
  */
 import { readFile, rm, writeFile } from 'node:fs/promises'
