@@ -43,8 +43,8 @@ import {
 import { spawnProcess, type ManagedProcess } from '@flannel/testkit/proc'
 import { batchFloorMs, procNetCounts } from './lib/kernel.js'
 import { median, rssMiB } from './lib/stats.js'
+import { DIST_CLI } from './lib/agent-cli.js'
 
-const DIST_CLI = fileURLToPath(new URL('../../packages/agent/dist/cli.js', import.meta.url))
 const WRITER = fileURLToPath(new URL('./convergence-writer.ts', import.meta.url))
 const ALLOC = '{"Network":"10.0.0.0/8","Backend":{"Type":"alloc"}}'
 const VXLAN = '{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}'

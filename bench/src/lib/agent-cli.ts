@@ -7,7 +7,10 @@
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
-const DIST_CLI = fileURLToPath(new URL('../../../packages/agent/dist/cli.js', import.meta.url))
+/** The built command (`pnpm -s build`). */
+export const DIST_CLI = fileURLToPath(
+  new URL('../../../packages/agent/dist/cli.js', import.meta.url),
+)
 const SOURCE_CLI = fileURLToPath(new URL('../../../packages/agent/src/cli.ts', import.meta.url))
 
 /** The node arguments that start the agent, and where it comes from (`dist` or `source (tsx)`). */
