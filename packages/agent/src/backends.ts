@@ -51,10 +51,15 @@ export class BackendPackageError extends FlannelError {
  * declarations pull the backend packages in, so a host running one backend
  * never loads the others (nor their cloud SDKs).
  */
-async function loadFactory(type: string, pkg: string, name: string): Promise<BackendFactory> {
+async function loadFactory(
+  type: string,
+  pkg: string,
+  name: string,
+  importModule: () => Promise<object> = () => import(pkg),
+): Promise<BackendFactory> {
   let mod: Record<string, unknown>
   try {
-    mod = (await import(pkg)) as Record<string, unknown>
+    mod = (await importModule()) as Record<string, unknown>
   } catch (error) {
     const code = (error as { code?: unknown }).code
     const reason =
@@ -101,6 +106,20 @@ export function lazyBackend(type: string, source?: BackendSource): BackendFactor
     throw new BackendPackageError(type, '(none)', 'no package serves this type')
   }
   return defineBackend(type, async (ctx) => (await loadFactory(type, pkg, name)).create(ctx))
+}
+
+/**
+ * A factory for one of {@link BACKEND_PACKAGES}' types whose package
+ * `importModule` loads: the bundled command passes `import()`s with literal
+ * names so that each backend becomes a chunk of its own. Errors as
+ * {@link lazyBackend}. (Not exported from the package.)
+ */
+export function lazyBackendFrom(type: string, importModule: () => Promise<object>): BackendFactory {
+  const pkg = BACKEND_PACKAGES[type]!
+  const name = FACTORY_EXPORTS[type]!
+  return defineBackend(type, async (ctx) =>
+    (await loadFactory(type, pkg, name, importModule)).create(ctx),
+  )
 }
 
 /**
