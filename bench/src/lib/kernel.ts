@@ -8,7 +8,7 @@
 import { readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createTopology } from '@flannel/testkit/netns'
+import { createTopology, type NetnsHost } from '@flannel/testkit/netns'
 import { peerEntry } from './peers.js'
 
 export { peerEntry }
@@ -35,6 +35,29 @@ export async function procNetCounts(
 }
 
 /**
+ * The device the floor and the netlink bench write to: `flannel.1` (VNI 1, no
+ * learning, on the host's eth0) with 10.0.0.0/32, up, as flanneld leaves it.
+ */
+export async function addVxlanDevice(host: NetnsHost): Promise<void> {
+  await host.exec('ip', [
+    'link',
+    'add',
+    'flannel.1',
+    'type',
+    'vxlan',
+    'id',
+    '1',
+    'local',
+    host.underlayIp,
+    'dev',
+    'eth0',
+    'nolearning',
+  ])
+  await host.exec('ip', ['addr', 'add', '10.0.0.0/32', 'dev', 'flannel.1'])
+  await host.exec('ip', ['link', 'set', 'flannel.1', 'up'])
+}
+
+/**
  * The kernel's own cost of N peers: a fresh `flannel.1` in a fresh namespace
  * host, then the same N x 3 entries as the agent writes (neighbour, FDB
  * entry, onlink route) by one `bridge -batch` and one `ip -batch`. Returns
@@ -45,22 +68,7 @@ export async function batchFloorMs(n: number, routeProtocol?: number): Promise<n
   const dir = join(tmpdir(), `batch-${topo.prefix}`)
   try {
     const host = topo.hosts[0]!
-    await host.exec('ip', [
-      'link',
-      'add',
-      'flannel.1',
-      'type',
-      'vxlan',
-      'id',
-      '1',
-      'local',
-      host.underlayIp,
-      'dev',
-      'eth0',
-      'nolearning',
-    ])
-    await host.exec('ip', ['addr', 'add', '10.0.0.0/32', 'dev', 'flannel.1'])
-    await host.exec('ip', ['link', 'set', 'flannel.1', 'up'])
+    await addVxlanDevice(host)
     const ipLines: string[] = []
     const fdbLines: string[] = []
     const proto = routeProtocol === undefined ? '' : ` proto ${routeProtocol}`

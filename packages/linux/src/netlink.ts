@@ -81,6 +81,8 @@ export interface NetlinkHostNetworkOptions {
  */
 export class NetlinkHostNetwork implements HostNetwork {
   private socket: RtSocket | undefined
+  /** The request socket's netlink port, read once (the package asks the kernel per message otherwise). */
+  private localPort: number | undefined
   /**
    * One request in flight at a time: the netlink package groups multipart
    * (dump) replies by arrival order, so an ACK of a concurrent request landing
@@ -376,6 +378,7 @@ export class NetlinkHostNetwork implements HostNetwork {
   async close(): Promise<void> {
     this.socket?.socket.close()
     this.socket = undefined
+    this.localPort = undefined
   }
 
   private async writeFdb(method: string, entry: FdbKey, flags: number): Promise<void> {
@@ -439,7 +442,11 @@ export class NetlinkHostNetwork implements HostNetwork {
   }
 
   private opts(flags = 0): Netlink.RtNetlinkSendOptions & Netlink.RequestOptions {
-    return { flags, timeout: this.timeout }
+    return {
+      flags,
+      timeout: this.timeout,
+      ...(this.localPort !== undefined ? { localPort: this.localPort } : {}),
+    }
   }
 
   private async call<T>(
@@ -459,6 +466,7 @@ export class NetlinkHostNetwork implements HostNetwork {
         this.logger.warn({ err: error }, 'rtnetlink socket error'),
       )
       this.socket = socket
+      this.localPort = socket.socket.address().port
     }
     const socket = this.socket
     const request = this.inFlight.then(() => fn(socket, nl))
