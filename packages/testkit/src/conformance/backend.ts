@@ -224,6 +224,23 @@ export function describeBackendConformance(
       expect(await harness.created()).toEqual(before)
     })
 
+    it('releases everything when registration is aborted after activate', async () => {
+      // The lease owner aborts when a start-up step after activate fails (subnet.env, a hook).
+      const harness = await setup()
+      open.push({ harness })
+      const before = await harness.created()
+      const backend = await harness.factory.create({
+        registry: {} as never,
+        extIface: harness.extIface,
+      })
+      const prepared = await backend.prepare!(harness.config)
+      await prepared.activate(lease(harness.ownSubnet, prepared.attrs))
+      await prepared.abort()
+      await prepared.abort() // a second abort is harmless
+      expect(await harness.created()).toEqual(before)
+      expect(await harness.entriesFor(harness.ownSubnet)).toEqual([])
+    })
+
     it('leaves no subscriptions or timers behind after unsubscribe', async () => {
       const { harness, network } = await start()
       const { events } = run(network, harness)
