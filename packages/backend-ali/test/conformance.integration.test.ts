@@ -37,7 +37,10 @@ describeBackendConformance(
           .map((r) => `route ${r.DestinationCidrBlock} > ${r.NextHopId}`)
           .sort(),
       plantStale: async () => undefined, // not called: no per-peer state
-      created: async () => custom().map((r) => `${r.DestinationCidrBlock} > ${r.NextHopId}`).sort(),
+      created: async () =>
+        custom()
+          .map((r) => `${r.DestinationCidrBlock} > ${r.NextHopId}`)
+          .sort(),
       leftovers: () => 0,
       close: () => emu.close(),
     }

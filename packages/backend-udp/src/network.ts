@@ -9,7 +9,7 @@ import {
   type NetworkEvent,
 } from '@flannel/core'
 import { Observable } from 'rxjs'
-import type { UdpCounters, UdpDatapath, UdpLoopMode } from './datapath.js'
+import type { UdpCounters, UdpDatapath, UdpLoopMode, UdpPeer } from './datapath.js'
 
 /** What {@link UdpNetwork} is built from (by {@link UdpBackend.registerNetwork}). */
 export interface UdpNetworkParts {
@@ -39,6 +39,8 @@ export class UdpNetwork implements Network {
   private readonly onClose: (() => Promise<void>) | undefined
   private readonly config: NetworkConfig | undefined
   private running = false
+  /** What the peer table holds, subnet -> PublicIP (as this network set it). */
+  private readonly applied = new Map<string, string>()
 
   constructor(parts: UdpNetworkParts) {
     this.lease = parts.lease
@@ -62,6 +64,11 @@ export class UdpNetwork implements Network {
   /** Datapath counters (packets, bytes, drops by reason), for metrics. */
   counters(): UdpCounters {
     return this.datapath.counters()
+  }
+
+  /** The peer table the forwarding loop routes by, read back from the native addon. */
+  peers(): UdpPeer[] {
+    return this.datapath.peers()
   }
 
   /** Closes the datapath without running (e.g. when the agent gives up before `run`). Idempotent. */
@@ -109,10 +116,13 @@ export class UdpNetwork implements Network {
 
   private apply(event: LeaseEvent): NetworkEvent {
     const lease = event.lease
+    const key = lease.subnet.toString()
+    const ip = lease.attrs.publicIP
     // udp does not filter on BackendType (flanneld accepts every peer lease).
     if (event.type === 'added') {
-      const ip = lease.attrs.publicIP
       if (!isIp4(ip) || ip === '0.0.0.0') {
+        // The subnet's holder now publishes nothing usable: its old entry goes.
+        if (this.applied.delete(key)) this.datapath.deletePeer(lease.subnet)
         return {
           type: 'ignored',
           lease,
@@ -120,11 +130,22 @@ export class UdpNetwork implements Network {
         }
       }
       this.datapath.setPeer(lease.subnet, ip)
-      this.logger.debug({ subnet: lease.subnet.toString(), publicIP: ip }, 'udp peer added')
+      this.applied.set(key, ip)
+      this.logger.debug({ subnet: key, publicIP: ip }, 'udp peer added')
       return { type: 'applied', action: 'add', lease }
     }
+    const holder = this.applied.get(key)
+    if (holder !== undefined && holder !== ip) {
+      // Late news of a former holder: the subnet's entry belongs to its new one.
+      return {
+        type: 'ignored',
+        lease,
+        reason: `removal of ${key} from ${ip}, now held by ${holder}`,
+      }
+    }
+    this.applied.delete(key)
     this.datapath.deletePeer(lease.subnet)
-    this.logger.debug({ subnet: lease.subnet.toString() }, 'udp peer removed')
+    this.logger.debug({ subnet: key }, 'udp peer removed')
     return { type: 'applied', action: 'remove', lease }
   }
 }
