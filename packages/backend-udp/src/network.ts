@@ -1,6 +1,5 @@
 import {
   isIp4,
-  withoutOwnLease,
   type Lease,
   type NetworkConfig,
   type LeaseEvent,
@@ -17,7 +16,12 @@ export interface UdpNetworkParts {
   readonly mtu: number
   readonly datapath: UdpDatapath
   readonly logger: Logger
-  /** The network config: peers outside its `Network` are ignored. */
+  /**
+   * The network config.
+   *
+   * @deprecated Not used: the Agent (or `registerPrepared`) keeps leases
+   *   outside the network from `run`.
+   */
   readonly config?: NetworkConfig | undefined
   /** Called once after the datapath closed (e.g. to release a netlink socket). */
   readonly onClose?: (() => Promise<void>) | undefined
@@ -37,7 +41,6 @@ export class UdpNetwork implements Network {
   private readonly datapath: UdpDatapath
   private readonly logger: Logger
   private readonly onClose: (() => Promise<void>) | undefined
-  private readonly config: NetworkConfig | undefined
   private running = false
   /** What the peer table holds, subnet -> PublicIP (as this network set it). */
   private readonly applied = new Map<string, string>()
@@ -48,7 +51,6 @@ export class UdpNetwork implements Network {
     this.datapath = parts.datapath
     this.logger = parts.logger
     this.onClose = parts.onClose
-    this.config = parts.config
   }
 
   /** The TUN device's name (normally `flannel0`). */
@@ -90,14 +92,8 @@ export class UdpNetwork implements Network {
         out.error(error)
         return
       }
-      // Only peers' leases reach the peer table, even when a caller passes the registry's stream
-      // as is: never our own or one overlapping it, one outside the network, or a second lease
-      // for a subnet another lease owns.
-      const peers = withoutOwnLease(this.lease, {
-        config: this.config,
-        onIgnored: (lease, reason) => out.next({ type: 'ignored', lease, reason }),
-      })
-      const sub = events.pipe(peers).subscribe({
+      // Peers' leases only: the Agent (or registerPrepared) filters with withoutOwnLease.
+      const sub = events.subscribe({
         next: (batch) => {
           for (const event of batch) out.next(this.apply(event))
         },

@@ -4,12 +4,16 @@
  * kernel backends). Each backend supplies a harness that says how to read
  * and plant what it owns for a subnet; the suite drives the two-step
  * registration (`prepare`, then `activate` with a lease it makes, as the
- * Agent does) and the network's `run` on a lease stream it controls.
+ * Agent does) and the network's `run` on a lease stream it controls, fed
+ * as the Agent feeds it: through core's `withoutOwnLease`, the one place
+ * that keeps this host's own lease (and leases overlapping it or outside
+ * the network) from a backend.
  */
 import { Subject, type Subscription } from 'rxjs'
 import { afterEach, describe, expect, it as vitestIt } from 'vitest'
 import {
   Ip4Net,
+  withoutOwnLease,
   type Backend,
   type BackendFactory,
   type ExternalInterface,
@@ -145,13 +149,20 @@ export function describeBackendConformance(
     return { harness, backend, prepared, own, network }
   }
 
+  /** Runs the network on a stream the suite controls, fed as the Agent feeds it (withoutOwnLease). */
   function run(
     network: Network,
     harness: BackendHarness,
   ): { events: Subject<LeaseEvent[]>; seen: NetworkEvent[] } {
     const events = new Subject<LeaseEvent[]>()
     const seen: NetworkEvent[] = []
-    const sub = network.run(events).subscribe({ next: (e) => seen.push(e) })
+    const peers = events.pipe(
+      withoutOwnLease(network.lease, {
+        config: harness.config,
+        onIgnored: (lease, reason) => seen.push({ type: 'ignored', lease, reason }),
+      }),
+    )
+    const sub = network.run(peers).subscribe({ next: (e) => seen.push(e) })
     const entry = open.find((o) => o.harness === harness)
     if (entry) entry.sub = sub
     return { events, seen }
