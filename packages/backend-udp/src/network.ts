@@ -131,8 +131,9 @@ export class UdpNetwork implements Network {
       return { type: 'applied', action: 'add', lease }
     }
     const holder = this.applied.get(key)
-    if (holder !== undefined && holder !== ip) {
+    if (holder !== undefined && isIp4(ip) && ip !== '0.0.0.0' && holder !== ip) {
       // Late news of a former holder: the subnet's entry belongs to its new one.
+      // (A removal naming no holder removes whatever is there.)
       return {
         type: 'ignored',
         lease,
