@@ -250,7 +250,8 @@ export function describeBackendConformance(
       expect(await harness.entriesFor(subnet)).toEqual(held)
     })
 
-    it('releases everything it prepared when registration is aborted', async () => {
+    /** Prepares (and activates, when asked), aborts twice, and checks that nothing is left. */
+    async function abortAfter(step: 'prepare' | 'activate'): Promise<void> {
       const harness = await setup()
       open.push({ harness })
       const before = await harness.created()
@@ -259,27 +260,18 @@ export function describeBackendConformance(
         extIface: harness.extIface,
       })
       const prepared = await backend.prepare!(harness.config)
-      await prepared.abort()
-      await prepared.abort() // a second abort is harmless
-      expect(await harness.created()).toEqual(before)
-    })
-
-    it('releases everything when registration is aborted after activate', async () => {
-      // The lease owner aborts when a start-up step after activate fails (subnet.env, a hook).
-      const harness = await setup()
-      open.push({ harness })
-      const before = await harness.created()
-      const backend = await harness.factory.create({
-        registry: {} as never,
-        extIface: harness.extIface,
-      })
-      const prepared = await backend.prepare!(harness.config)
-      await prepared.activate(lease(harness.ownSubnet, prepared.attrs))
+      if (step === 'activate') await prepared.activate(lease(harness.ownSubnet, prepared.attrs))
       await prepared.abort()
       await prepared.abort() // a second abort is harmless
       expect(await harness.created()).toEqual(before)
       expect(await harness.entriesFor(harness.ownSubnet)).toEqual([])
-    })
+    }
+
+    it('releases everything it prepared when registration is aborted', () => abortAfter('prepare'))
+
+    // The lease owner aborts when a start-up step after activate fails (subnet.env, a hook).
+    it('releases everything when registration is aborted after activate', () =>
+      abortAfter('activate'))
 
     it('leaves no subscriptions or timers behind after unsubscribe', async () => {
       const { harness, network } = await start()
