@@ -3,6 +3,7 @@ import {
   backendOption,
   ConfigError,
   defineBackend,
+  preparedWithUndo,
   registerPrepared,
   InvalidArgumentError,
   isFlannelError,
@@ -21,6 +22,7 @@ import {
   type PrepareOptions,
   type NetworkEvent,
   type RegisterOptions,
+  type UndoStep,
 } from '@flannel/core'
 import { sleep } from '@flannel/core/registry'
 import { AliApi, createRpcClient, type AliRpcClient } from './api.js'
@@ -136,44 +138,40 @@ export class AliVpcBackend implements Backend {
     }
     const apiEndpoint =
       this.options.apiEndpoint ?? nonEmpty(env.ECS_ENDPOINT) ?? DEFAULT_API_ENDPOINT
-    const api = new AliApi(
-      this.options.client !== undefined
-        ? () => Promise.resolve(this.options.client as AliRpcClient)
-        : () => {
-            const creds = resolveCredentials(config, this.options, env)
-            return createRpcClient({
-              endpoint: apiEndpoint,
-              apiVersion: this.options.apiVersion ?? DEFAULT_API_VERSION,
-              ...creds,
-            })
-          },
-      apiEndpoint,
-      this.options.requestTimeoutMs ?? 10_000,
-    )
-    let closed = false
-    const close = async (): Promise<void> => {
-      if (!closed) api.close()
-      closed = true
-    }
+    const makeApi = (): AliApi =>
+      new AliApi(
+        this.options.client !== undefined
+          ? () => Promise.resolve(this.options.client as AliRpcClient)
+          : () => {
+              const creds = resolveCredentials(config, this.options, env)
+              return createRpcClient({
+                endpoint: apiEndpoint,
+                apiVersion: this.options.apiVersion ?? DEFAULT_API_VERSION,
+                ...creds,
+              })
+            },
+        apiEndpoint,
+        this.options.requestTimeoutMs ?? 10_000,
+      )
+    const api = makeApi()
     try {
       // Fail on missing credentials before anything else, as flanneld does.
       if (this.options.client === undefined) resolveCredentials(config, this.options, env)
       const where = await this.discover(api, env, signal)
       this.logger.info({ ...where }, 'found the VPC route table')
-      return {
+      return preparedWithUndo({
         attrs: { publicIP },
-        abort: close,
-        activate: async (lease, activateOpts = {}) => {
-          try {
-            await this.reconcile(api, where, lease, activateOpts.signal)
-            return new AliVpcNetwork(lease, this.ctx.extIface.mtu)
-          } finally {
-            await close()
-          }
+        api,
+        reopen: makeApi,
+        close: (a) => a.close(),
+        logger: this.logger,
+        activate: async (lease, { api, undo, signal }) => {
+          await this.reconcile(api, where, lease, undo, signal)
+          return new AliVpcNetwork(lease, this.ctx.extIface.mtu)
         },
-      }
+      })
     } catch (error) {
-      await close()
+      api.close()
       throw error
     }
   }
@@ -249,6 +247,7 @@ export class AliVpcBackend implements Backend {
     api: AliApi,
     where: Discovered,
     lease: Lease,
+    undo: (step: UndoStep<AliApi>) => void,
     signal?: AbortSignal,
   ): Promise<void> {
     const { routeTableId, instanceId } = where
@@ -288,7 +287,6 @@ export class AliVpcBackend implements Backend {
       )
     }
 
-    let created = false
     if (!plan.exists) {
       try {
         await this.mutate(
@@ -321,18 +319,14 @@ export class AliVpcBackend implements Backend {
         if (outcomeUnknown(err)) await this.rollback(api, where, destination)
         throw err
       }
-      created = true
+      // Taken away again when the start fails, now or after activation.
+      undo((a) => this.rollback(a, where, destination))
       this.logger.info({ routeTableId, destination, instanceId }, 'created route entry')
     } else {
       this.logger.info({ routeTableId, destination, instanceId }, 'route entry already present')
     }
 
-    try {
-      await this.waitAvailable(api, where, signal)
-    } catch (err) {
-      if (created) await this.rollback(api, where, destination)
-      throw err
-    }
+    await this.waitAvailable(api, where, signal)
   }
 
   /**

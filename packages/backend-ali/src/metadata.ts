@@ -1,5 +1,5 @@
-import { AbortError, throwIfAborted } from '@flannel/core'
-import { sleep } from '@flannel/core/registry'
+import { isFlannelError, throwIfAborted } from '@flannel/core'
+import { describeError, fetchMetadata, sleep } from '@flannel/core/registry'
 import { AliMetadataError } from './errors.js'
 
 /** The metadata server every ECS instance reaches. */
@@ -30,18 +30,20 @@ export async function readMetadata(name: string, opts: MetadataOptions): Promise
   let lastError: unknown
   for (let attempt = 1; ; attempt++) {
     throwIfAborted(opts.signal)
-    const signals = [AbortSignal.timeout(ATTEMPT_TIMEOUT_MS)]
-    if (opts.signal !== undefined) signals.push(opts.signal)
     let response: Response
     try {
-      response = await fetch(url, { signal: AbortSignal.any(signals) })
+      response = await fetchMetadata(url, {
+        endpoint: opts.endpoint,
+        timeoutMs: ATTEMPT_TIMEOUT_MS,
+        signal: opts.signal,
+      })
     } catch (err) {
-      if (opts.signal?.aborted) throw new AbortError(undefined, { cause: opts.signal.reason })
+      if (isFlannelError(err, 'ABORTED')) throw err
       lastError = err
       if (attempt >= MIN_ATTEMPTS && Date.now() >= deadline) {
         throw new AliMetadataError(
           path,
-          `metadata server ${opts.endpoint} did not answer ${path} after ${attempt} attempts: ${describe(lastError)}`,
+          `metadata server ${opts.endpoint} did not answer ${path} after ${attempt} attempts: ${describeError(lastError)}`,
           { cause: lastError, retryable: true },
         )
       }
@@ -59,12 +61,4 @@ export async function readMetadata(name: string, opts: MetadataOptions): Promise
       throw new AliMetadataError(path, `metadata server answered ${path} with an empty value`)
     return text
   }
-}
-
-function describe(err: unknown): string {
-  if (err instanceof Error) {
-    const cause = (err as { cause?: unknown }).cause
-    return cause instanceof Error ? `${err.message} (${cause.message})` : err.message
-  }
-  return String(err)
 }

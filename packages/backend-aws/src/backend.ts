@@ -8,6 +8,7 @@ import {
   backendOption,
   ConfigError,
   defineBackend,
+  preparedWithUndo,
   registerPrepared,
   InvalidArgumentError,
   isFlannelError,
@@ -25,6 +26,7 @@ import {
   type PrepareOptions,
   type Lease,
   type RegisterOptions,
+  type UndoStep,
 } from '@flannel/core'
 import { Ec2Api, type RouteTarget } from './ec2.js'
 import { AwsApiError, AwsDiscoveryError } from './errors.js'
@@ -87,8 +89,8 @@ interface ConfiguredTables {
   readonly source: Exclude<TableSource, 'detected'>
 }
 
-/** A change made during registration, undone when a later step fails. */
-type Undo = () => Promise<void>
+/** Registers how to take back a change made during registration (undone when a later step fails). */
+type Undo = (step: UndoStep<Ec2Api>) => void
 
 /**
  * flannel's `aws-vpc` backend: each host routes its own subnet in the VPC
@@ -144,11 +146,7 @@ export class AwsVpcBackend implements Backend {
 
     const where = await this.discover(ifaceAddr, configuredTables, signal)
     const makeApi = (): Ec2Api => this.api(where.region)
-    let api: Ec2Api | undefined = makeApi()
-    const close = (): void => {
-      api?.close()
-      api = undefined
-    }
+    const api = makeApi()
     try {
       this.logger.info(
         {
@@ -161,14 +159,13 @@ export class AwsVpcBackend implements Backend {
       )
       // Make sure every table exists before anything is leased or changed.
       const tables = await this.readTables(api, where, signal)
-      const activate = async (
-        lease: Lease,
-        activateOpts: PrepareOptions = {},
-      ): Promise<Network> => {
-        const ec2 = api ?? makeApi()
-        const undo: Undo[] = []
-        try {
-          const signal = activateOpts.signal
+      return preparedWithUndo({
+        attrs: { publicIP },
+        api,
+        reopen: makeApi,
+        close: (a) => a.close(),
+        logger: this.logger,
+        activate: async (lease, { api: ec2, undo, signal }) => {
           await this.disableSourceDestCheck(ec2, where, undo, signal)
           for (const id of where.tableIds) {
             await this.cleanBlackholes(ec2, id, tables.get(id) ?? [], network, signal)
@@ -181,18 +178,11 @@ export class AwsVpcBackend implements Backend {
               signal,
             )
           }
-        } catch (err) {
-          await this.rollback(undo)
-          throw err
-        } finally {
-          if (ec2 !== api) ec2.close()
-          close()
-        }
-        return this.network(lease, network, where, makeApi)
-      }
-      return { attrs: { publicIP }, activate, abort: async () => close() }
+          return this.network(lease, network, where, makeApi)
+        },
+      })
     } catch (error) {
-      close()
+      api.close()
       throw error
     }
   }
@@ -366,13 +356,13 @@ export class AwsVpcBackend implements Backend {
   private async disableSourceDestCheck(
     api: Ec2Api,
     where: Discovered,
-    undo: Undo[],
+    undo: Undo,
     signal?: AbortSignal,
   ): Promise<void> {
     const eni = where.eni.NetworkInterfaceId
     if (where.eni.SourceDestCheck === false) return
     // It was on: turning it back on is right even if the call below fails half-way.
-    undo.push(() => api.setSourceDestCheck(eni, true))
+    undo((a) => a.setSourceDestCheck(eni, true))
     try {
       await api.setSourceDestCheck(eni, false, signal)
       this.logger.info({ eni }, 'disabled SourceDestCheck')
@@ -408,7 +398,7 @@ export class AwsVpcBackend implements Backend {
     table: string,
     subnet: Ip4Net,
     eni: string,
-    undo: Undo[],
+    undo: Undo,
     signal?: AbortSignal,
   ): Promise<void> {
     // Read again: the blackhole clean-up may have removed the old own route.
@@ -422,9 +412,8 @@ export class AwsVpcBackend implements Backend {
         return
       case 'create':
         // Registered before the call: an abort or a lost answer may still have created it.
-        undo.push(async () => {
-          if (await this.pointsAtEni(api, table, subnet, eni))
-            await api.deleteRoute(table, destination)
+        undo(async (a) => {
+          if (await this.pointsAtEni(a, table, subnet, eni)) await a.deleteRoute(table, destination)
         })
         try {
           await api.createRoute(table, destination, { NetworkInterfaceId: eni }, signal)
@@ -438,11 +427,11 @@ export class AwsVpcBackend implements Backend {
       case 'replace': {
         const previous: RouteTarget | undefined = targetOf(action.previous)
         // Registered before the call, for the same reason.
-        undo.push(async () => {
-          if (!(await this.pointsAtEni(api, table, subnet, eni))) return
+        undo(async (a) => {
+          if (!(await this.pointsAtEni(a, table, subnet, eni))) return
           if (previous === undefined || action.previous.State === 'blackhole')
-            await api.deleteRoute(table, destination)
-          else await api.replaceRoute(table, destination, previous)
+            await a.deleteRoute(table, destination)
+          else await a.replaceRoute(table, destination, previous)
         })
         await api
           .replaceRoute(table, destination, { NetworkInterfaceId: eni }, signal)
@@ -463,14 +452,6 @@ export class AwsVpcBackend implements Backend {
   ): Promise<boolean> {
     const routes = (await api.describeRouteTables({ ids: [table] }))[0]?.Routes ?? []
     return planOwnRoute(routes, subnet, eni).kind === 'keep'
-  }
-
-  private async rollback(undo: Undo[]): Promise<void> {
-    for (const step of undo.reverse()) {
-      await step().catch((err: unknown) => {
-        this.logger.warn({ err }, 'could not undo a change of a failed start')
-      })
-    }
   }
 }
 

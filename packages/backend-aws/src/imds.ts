@@ -1,4 +1,5 @@
 import { AbortError } from '@flannel/core'
+import { describeError, fetchMetadata } from '@flannel/core/registry'
 import { AwsMetadataError } from './errors.js'
 
 /** The instance metadata service's address. */
@@ -44,7 +45,9 @@ export class InstanceMetadata {
     } catch (err) {
       if (err instanceof AwsMetadataError || err instanceof AbortError) throw err
       this.token = undefined
-      throw new AwsMetadataError(full, `error getting ${what}: ${describe(err)}`, { cause: err })
+      throw new AwsMetadataError(full, `error getting ${what}: ${describeError(err)}`, {
+        cause: err,
+      })
     }
   }
 
@@ -61,35 +64,18 @@ export class InstanceMetadata {
     throw new Error(`HTTP ${res.status} for PUT /latest/api/token`)
   }
 
-  private async request(
+  private request(
     method: string,
     path: string,
     headers: Record<string, string>,
     signal?: AbortSignal,
   ): Promise<Response> {
-    const timeout = AbortSignal.timeout(this.options.timeoutMs)
-    const combined = signal === undefined ? timeout : AbortSignal.any([signal, timeout])
-    try {
-      return await fetch(new URL(path, this.options.endpoint), {
-        method,
-        headers,
-        signal: combined,
-      })
-    } catch (err) {
-      if (signal?.aborted) throw new AbortError(undefined, { cause: signal.reason })
-      if (timeout.aborted)
-        throw new Error(
-          `no answer from ${this.options.endpoint} within ${this.options.timeoutMs} ms`,
-        )
-      throw err
-    }
+    return fetchMetadata(new URL(path, this.options.endpoint), {
+      endpoint: this.options.endpoint,
+      timeoutMs: this.options.timeoutMs,
+      method,
+      headers,
+      signal,
+    })
   }
-}
-
-function describe(err: unknown): string {
-  if (err instanceof Error) {
-    const cause = (err as { cause?: unknown }).cause
-    return cause instanceof Error ? `${err.message} (${cause.message})` : err.message
-  }
-  return String(err)
 }

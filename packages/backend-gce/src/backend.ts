@@ -1,6 +1,7 @@
 import {
   ConfigError,
   defineBackend,
+  preparedWithUndo,
   registerPrepared,
   RouteLimitError,
   silentLogger,
@@ -15,6 +16,7 @@ import {
   type PreparedNetwork,
   type PrepareOptions,
   type RegisterOptions,
+  type UndoStep,
 } from '@flannel/core'
 import { GceApi, type Route } from './api.js'
 import { GceApiError, GceDiscoveryError, GceOperationError } from './errors.js'
@@ -115,11 +117,6 @@ export class GceBackend implements Backend {
     const where = await this.discover(signal)
     const makeApi = (): GceApi => this.api(where.project)
     const api = makeApi()
-    let closed = false
-    const close = async (): Promise<void> => {
-      if (!closed) await api.close()
-      closed = true
-    }
     try {
       const instance = await api
         .getInstance(where.zone, where.instanceName, signal)
@@ -139,36 +136,36 @@ export class GceBackend implements Backend {
         nic?.network ??
         `${COMPUTE_BASE}projects/${where.project}/global/networks/${where.networkName}`
       this.logger.info({ ...where, instanceLink }, 'found the instance')
-      return {
+      return preparedWithUndo({
         attrs: { publicIP },
-        abort: close,
-        activate: async (lease, activateOpts = {}) => {
-          try {
-            await this.ensureRoute(
-              api,
-              where.project,
-              lease.subnet,
-              networkLink,
-              instanceLink,
-              activateOpts.signal,
-            )
-            return new GceNetwork({
-              lease,
-              mtu: this.ctx.extIface.mtu,
-              network,
-              networkLink,
-              makeApi,
-              collect: this.options.collectStaleRoutes ?? true,
-              collectDelayMs: this.options.collectDelayMs ?? 5000,
-              logger: this.logger,
-            })
-          } finally {
-            await close()
-          }
+        api,
+        reopen: makeApi,
+        close: (a) => a.close(),
+        logger: this.logger,
+        activate: async (lease, { api, undo, signal }) => {
+          await this.ensureRoute(
+            api,
+            where.project,
+            lease.subnet,
+            networkLink,
+            instanceLink,
+            undo,
+            signal,
+          )
+          return new GceNetwork({
+            lease,
+            mtu: this.ctx.extIface.mtu,
+            network,
+            networkLink,
+            makeApi,
+            collect: this.options.collectStaleRoutes ?? true,
+            collectDelayMs: this.options.collectDelayMs ?? 5000,
+            logger: this.logger,
+          })
         },
-      }
+      })
     } catch (error) {
-      await close()
+      await api.close()
       throw error
     }
   }
@@ -233,6 +230,7 @@ export class GceBackend implements Backend {
     subnet: Ip4Net,
     networkLink: string,
     instanceLink: string,
+    undo: (step: UndoStep<GceApi>) => void,
     signal?: AbortSignal,
   ): Promise<void> {
     const name = routeName(subnet)
@@ -283,6 +281,14 @@ export class GceBackend implements Backend {
       if (removed !== undefined) await this.restore(api, removed)
       throw quota(err, project) ?? err
     }
+    // An abort after activation takes the route away again and puts back the one it replaced.
+    undo(async (a) => {
+      const now = await a.getRoute(name)
+      if (now !== undefined && resourcePath(now.nextHopInstance) === resourcePath(instanceLink)) {
+        await a.deleteRoute(name)
+      }
+      if (removed !== undefined) await this.restore(a, removed)
+    })
     this.logger.info(log, 'created route')
   }
 

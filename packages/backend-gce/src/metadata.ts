@@ -1,4 +1,5 @@
-import { AbortError } from '@flannel/core'
+import { isFlannelError } from '@flannel/core'
+import { describeError, fetchMetadata } from '@flannel/core/registry'
 import { GceMetadataError } from './errors.js'
 
 /** The metadata server's address. */
@@ -14,20 +15,17 @@ export async function readMetadata(
   what: string,
   opts: { endpoint: string; timeoutMs: number; signal?: AbortSignal | undefined },
 ): Promise<string> {
-  const timeout = AbortSignal.timeout(opts.timeoutMs)
-  const signal = opts.signal === undefined ? timeout : AbortSignal.any([opts.signal, timeout])
   let res: Response
   try {
-    res = await fetch(new URL(`/computeMetadata/v1${path}`, opts.endpoint), {
+    res = await fetchMetadata(new URL(`/computeMetadata/v1${path}`, opts.endpoint), {
+      endpoint: opts.endpoint,
+      timeoutMs: opts.timeoutMs,
       headers: { 'Metadata-Flavor': 'Google' },
-      signal,
+      signal: opts.signal,
     })
   } catch (err) {
-    if (opts.signal?.aborted) throw new AbortError(undefined, { cause: opts.signal.reason })
-    const why = timeout.aborted
-      ? `no answer from ${opts.endpoint} within ${opts.timeoutMs} ms`
-      : `${(err as Error).message}${(err as { cause?: Error }).cause ? ` (${(err as { cause: Error }).cause.message})` : ''}`
-    throw new GceMetadataError(path, `${what}: ${why}`, { cause: err })
+    if (isFlannelError(err, 'ABORTED')) throw err
+    throw new GceMetadataError(path, `${what}: ${describeError(err)}`, { cause: err })
   }
   const text = (await res.text()).trim()
   if (res.status !== 200) {

@@ -7,7 +7,6 @@ import type {
   NetworkConfig,
   NetworkEvent,
 } from '@flannel/core'
-import { withoutOwnLease } from '@flannel/core'
 import { leaseKey } from '@flannel/core/registry'
 import {
   isNetlinkError,
@@ -52,19 +51,14 @@ export class HostGwNetwork implements Network {
     this.mtu = init.mtu
   }
 
+  /**
+   * Keeps the peers' entries in step with `events`, which carry peers' leases
+   * only (the Agent, or `registerPrepared`, filters this host's own lease and
+   * the leases overlapping it or outside the network, with `withoutOwnLease`).
+   */
   run(events: Observable<LeaseEvent[]>): Observable<NetworkEvent> {
     return new Observable<NetworkEvent>((subscriber) =>
-      // Only peers' leases reach the keeper, even when a caller passes the registry's stream as
-      // is: never our own or one overlapping it, one outside the network, or a second lease for
-      // a subnet another lease owns.
-      new RouteKeeper(this.init, subscriber).start(
-        events.pipe(
-          withoutOwnLease(this.lease, {
-            config: this.init.config,
-            onIgnored: (lease, reason) => subscriber.next({ type: 'ignored', lease, reason }),
-          }),
-        ),
-      ),
+      new RouteKeeper(this.init, subscriber).start(events),
     )
   }
 }

@@ -244,6 +244,57 @@ static napi_value counters(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value ip4_string(napi_env env, uint32_t addr) {
+  char buf[INET_ADDRSTRLEN];
+  napi_value v;
+  inet_ntop(AF_INET, &addr, buf, sizeof(buf));
+  if (napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &v) != napi_ok) return NULL;
+  return v;
+}
+
+/* listPeers(h) -> [{ net, prefix, addr, port }], longest prefix first: the table as the loop reads it. */
+static napi_value list_peers(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value h;
+  CHECK(napi_get_cb_info(env, info, &argc, &h, NULL, NULL));
+  loop_t *l = get_loop(env, h);
+  if (!l) return NULL;
+  peer_t *items = NULL;
+  int n = peers_count(loop_peers(l));
+  for (;;) {
+    peer_t *grown = realloc(items, sizeof(peer_t) * (size_t)(n > 0 ? n : 1));
+    if (!grown) {
+      free(items);
+      napi_throw_error(env, "ENOMEM", "listPeers: out of memory");
+      return NULL;
+    }
+    items = grown;
+    int now = peers_copy(loop_peers(l), items, n);
+    if (now <= n) {
+      n = now;
+      break;
+    }
+    n = now; /* the table grew meanwhile: copy again */
+  }
+  napi_value out, o, v;
+  if (napi_create_array_with_length(env, (size_t)n, &out) != napi_ok) goto fail;
+  for (int i = 0; i < n; i++) {
+    if (napi_create_object(env, &o) != napi_ok) goto fail;
+    if (!(v = ip4_string(env, items[i].net)) || napi_set_named_property(env, o, "net", v) != napi_ok) goto fail;
+    if (napi_create_int32(env, items[i].prefix, &v) != napi_ok || napi_set_named_property(env, o, "prefix", v) != napi_ok)
+      goto fail;
+    if (!(v = ip4_string(env, items[i].addr)) || napi_set_named_property(env, o, "addr", v) != napi_ok) goto fail;
+    if (napi_create_int32(env, ntohs(items[i].port), &v) != napi_ok || napi_set_named_property(env, o, "port", v) != napi_ok)
+      goto fail;
+    if (napi_set_element(env, out, (uint32_t)i, o) != napi_ok) goto fail;
+  }
+  free(items);
+  return out;
+fail:
+  free(items);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor d[] = {
       {"openTun", NULL, open_tun, NULL, NULL, NULL, napi_default, NULL},
@@ -254,6 +305,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setPeer", NULL, set_peer, NULL, NULL, NULL, napi_default, NULL},
       {"delPeer", NULL, del_peer, NULL, NULL, NULL, napi_default, NULL},
       {"counters", NULL, counters, NULL, NULL, NULL, napi_default, NULL},
+      {"listPeers", NULL, list_peers, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(d) / sizeof(d[0]), d);
   return exports;

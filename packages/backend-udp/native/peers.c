@@ -80,6 +80,14 @@ int peers_count(peer_table_t *t) {
   return n;
 }
 
+int peers_copy(peer_table_t *t, peer_t *out, int max) {
+  pthread_mutex_lock(&t->lock);
+  int n = t->len;
+  if (n > 0 && max > 0) memcpy(out, t->items, sizeof(peer_t) * (size_t)(n < max ? n : max));
+  pthread_mutex_unlock(&t->lock);
+  return n;
+}
+
 void view_init(peer_view_t *v) {
   memset(v, 0, sizeof(*v));
   v->last = -1;

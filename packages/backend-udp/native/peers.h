@@ -38,6 +38,8 @@ int peers_set(peer_table_t *t, uint32_t net, int prefix, uint32_t addr, uint16_t
 /* Removes the entry for net/prefix. Returns 1 when removed, 0 when absent. */
 int peers_del(peer_table_t *t, uint32_t net, int prefix);
 int peers_count(peer_table_t *t);
+/* Copies up to max entries (longest prefix first) into out; returns the table's length. */
+int peers_copy(peer_table_t *t, peer_t *out, int max);
 
 void view_init(peer_view_t *v);
 void view_destroy(peer_view_t *v);

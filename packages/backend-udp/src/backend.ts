@@ -33,7 +33,13 @@ export const UDP_OVERHEAD = 28
 export interface UdpBackendOptions {
   /** Where the address, MTU and route of the TUN are written; default a {@link NetlinkHostNetwork}. */
   readonly host?: HostNetwork | undefined
-  /** Forwarding mode; default `offload` (falls back to `batch` where offloads are refused). */
+  /** How packets are moved; default `offload` (falls back to `batch` where offloads are refused). */
+  readonly datapath?: UdpLoopMode | undefined
+  /**
+   * The former name of {@link UdpBackendOptions.datapath}.
+   *
+   * @deprecated Use `datapath`; when both are given they must agree.
+   */
   readonly mode?: UdpLoopMode | undefined
   /** Packets per `recvmmsg`/`sendmmsg`; default 64. */
   readonly batchSize?: number | undefined
@@ -76,6 +82,7 @@ export class UdpBackend implements Backend {
   async prepare(config: NetworkConfig, opts: PrepareOptions = {}): Promise<PreparedNetwork> {
     throwIfAborted(opts.signal)
     const port = readPort(config)
+    const datapathMode = resolveDatapath(this.options)
     const batchSize = this.options.batchSize ?? 64
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 1024) {
       throw new InvalidArgumentError('batchSize', batchSize, 'expected an integer in 1..1024')
@@ -113,6 +120,7 @@ export class UdpBackend implements Backend {
           port,
           mtu,
           batchSize,
+          datapathMode,
           ownHost,
           (d) => (datapath = d),
           activateOpts.signal,
@@ -145,6 +153,7 @@ export class UdpBackend implements Backend {
     port: number,
     mtu: number,
     batchSize: number,
+    mode: UdpLoopMode,
     ownHost: boolean,
     opened: (datapath: UdpDatapath) => void,
     signal: AbortSignal | undefined,
@@ -157,7 +166,7 @@ export class UdpBackend implements Backend {
       port,
       tunAddr,
       mtu,
-      mode: this.options.mode ?? 'offload',
+      mode,
       batchSize,
       verifySource: this.options.verifySource ?? true,
     })
@@ -200,6 +209,29 @@ export function udp(options: UdpBackendOptions = {}): BackendFactory {
  * @deprecated Use `udp(options)` in the agent's `backends` list.
  */
 export const createBackend = (ctx: BackendContext): UdpBackend => new UdpBackend(ctx)
+
+const LOOP_MODES: readonly UdpLoopMode[] = ['single', 'batch', 'offload']
+
+/** The `datapath` option, or its deprecated alias `mode`; default `offload`. */
+function resolveDatapath(options: UdpBackendOptions): UdpLoopMode {
+  const { datapath, mode } = options
+  for (const [field, value] of [
+    ['datapath', datapath],
+    ['mode', mode],
+  ] as const) {
+    if (value !== undefined && !LOOP_MODES.includes(value)) {
+      throw new InvalidArgumentError(field, value, `expected one of ${LOOP_MODES.join(', ')}`)
+    }
+  }
+  if (datapath !== undefined && mode !== undefined && datapath !== mode) {
+    throw new InvalidArgumentError(
+      'mode',
+      mode,
+      `disagrees with datapath ${JSON.stringify(datapath)} (mode is the deprecated name of datapath: give datapath only)`,
+    )
+  }
+  return datapath ?? mode ?? 'offload'
+}
 
 function readPort(config: NetworkConfig): number {
   const port = backendOption(config.backend, 'Port', 'number') ?? DEFAULT_UDP_PORT

@@ -59,6 +59,16 @@ export interface UdpCounters {
   readonly peers: number
 }
 
+/** One entry of the native peer table: packets for `subnet` go to `publicIP:port`. */
+export interface UdpPeer {
+  /** The peer's subnet, e.g. `10.5.2.0/24`. */
+  readonly subnet: string
+  /** Where its packets are sent. */
+  readonly publicIP: string
+  /** The UDP port they are sent to. */
+  readonly port: number
+}
+
 /** What {@link UdpDatapath.open} needs. */
 export interface UdpDatapathOptions {
   /** Device name or template (`flannel%d`). */
@@ -160,6 +170,14 @@ export class UdpDatapath {
   /** Removes the route of `subnet`; false when there was none. */
   deletePeer(subnet: Ip4Net): boolean {
     return this.native.delPeer(this.loop, formatIp4(subnet.ip), subnet.prefixLength)
+  }
+
+  /** The peer table as the forwarding loop reads it, longest prefix first (read back from the addon). */
+  peers(): UdpPeer[] {
+    if (this.closed) return [] // a closed datapath routes nothing
+    return this.native
+      .listPeers(this.loop)
+      .map((p) => ({ subnet: `${p.net}/${p.prefix}`, publicIP: p.addr, port: p.port }))
   }
 
   /** Current counters. */

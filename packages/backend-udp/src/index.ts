@@ -16,5 +16,6 @@ export {
   type UdpCounters,
   type UdpDatapathOptions,
   type UdpLoopMode,
+  type UdpPeer,
 } from './datapath.js'
 export { UdpDatapathError, UdpNativeUnavailableError } from './errors.js'

@@ -31,6 +31,7 @@ export interface NativeAddon {
   setPeer(loop: NativeLoop, net: string, prefix: number, addr: string, port: number): void
   delPeer(loop: NativeLoop, net: string, prefix: number): boolean
   counters(loop: NativeLoop): Record<string, number>
+  listPeers(loop: NativeLoop): { net: string; prefix: number; addr: string; port: number }[]
 }
 
 // src/ and dist/ both sit one level below the package root.

@@ -1,6 +1,5 @@
 import {
   isIp4,
-  withoutOwnLease,
   type Lease,
   type NetworkConfig,
   type LeaseEvent,
@@ -9,7 +8,7 @@ import {
   type NetworkEvent,
 } from '@flannel/core'
 import { Observable } from 'rxjs'
-import type { UdpCounters, UdpDatapath, UdpLoopMode } from './datapath.js'
+import type { UdpCounters, UdpDatapath, UdpLoopMode, UdpPeer } from './datapath.js'
 
 /** What {@link UdpNetwork} is built from (by {@link UdpBackend.registerNetwork}). */
 export interface UdpNetworkParts {
@@ -17,7 +16,12 @@ export interface UdpNetworkParts {
   readonly mtu: number
   readonly datapath: UdpDatapath
   readonly logger: Logger
-  /** The network config: peers outside its `Network` are ignored. */
+  /**
+   * The network config.
+   *
+   * @deprecated Not used: the Agent (or `registerPrepared`) keeps leases
+   *   outside the network from `run`.
+   */
   readonly config?: NetworkConfig | undefined
   /** Called once after the datapath closed (e.g. to release a netlink socket). */
   readonly onClose?: (() => Promise<void>) | undefined
@@ -37,8 +41,9 @@ export class UdpNetwork implements Network {
   private readonly datapath: UdpDatapath
   private readonly logger: Logger
   private readonly onClose: (() => Promise<void>) | undefined
-  private readonly config: NetworkConfig | undefined
   private running = false
+  /** What the peer table holds, subnet -> PublicIP (as this network set it). */
+  private readonly applied = new Map<string, string>()
 
   constructor(parts: UdpNetworkParts) {
     this.lease = parts.lease
@@ -46,7 +51,6 @@ export class UdpNetwork implements Network {
     this.datapath = parts.datapath
     this.logger = parts.logger
     this.onClose = parts.onClose
-    this.config = parts.config
   }
 
   /** The TUN device's name (normally `flannel0`). */
@@ -62,6 +66,11 @@ export class UdpNetwork implements Network {
   /** Datapath counters (packets, bytes, drops by reason), for metrics. */
   counters(): UdpCounters {
     return this.datapath.counters()
+  }
+
+  /** The peer table the forwarding loop routes by, read back from the native addon. */
+  peers(): UdpPeer[] {
+    return this.datapath.peers()
   }
 
   /** Closes the datapath without running (e.g. when the agent gives up before `run`). Idempotent. */
@@ -83,14 +92,8 @@ export class UdpNetwork implements Network {
         out.error(error)
         return
       }
-      // Only peers' leases reach the peer table, even when a caller passes the registry's stream
-      // as is: never our own or one overlapping it, one outside the network, or a second lease
-      // for a subnet another lease owns.
-      const peers = withoutOwnLease(this.lease, {
-        config: this.config,
-        onIgnored: (lease, reason) => out.next({ type: 'ignored', lease, reason }),
-      })
-      const sub = events.pipe(peers).subscribe({
+      // Peers' leases only: the Agent (or registerPrepared) filters with withoutOwnLease.
+      const sub = events.subscribe({
         next: (batch) => {
           for (const event of batch) out.next(this.apply(event))
         },
@@ -109,10 +112,13 @@ export class UdpNetwork implements Network {
 
   private apply(event: LeaseEvent): NetworkEvent {
     const lease = event.lease
+    const key = lease.subnet.toString()
+    const ip = lease.attrs.publicIP
     // udp does not filter on BackendType (flanneld accepts every peer lease).
     if (event.type === 'added') {
-      const ip = lease.attrs.publicIP
       if (!isIp4(ip) || ip === '0.0.0.0') {
+        // The subnet's holder now publishes nothing usable: its old entry goes.
+        if (this.applied.delete(key)) this.datapath.deletePeer(lease.subnet)
         return {
           type: 'ignored',
           lease,
@@ -120,11 +126,23 @@ export class UdpNetwork implements Network {
         }
       }
       this.datapath.setPeer(lease.subnet, ip)
-      this.logger.debug({ subnet: lease.subnet.toString(), publicIP: ip }, 'udp peer added')
+      this.applied.set(key, ip)
+      this.logger.debug({ subnet: key, publicIP: ip }, 'udp peer added')
       return { type: 'applied', action: 'add', lease }
     }
+    const holder = this.applied.get(key)
+    if (holder !== undefined && isIp4(ip) && ip !== '0.0.0.0' && holder !== ip) {
+      // Late news of a former holder: the subnet's entry belongs to its new one.
+      // (A removal naming no holder removes whatever is there.)
+      return {
+        type: 'ignored',
+        lease,
+        reason: `removal of ${key} from ${ip}, now held by ${holder}`,
+      }
+    }
+    this.applied.delete(key)
     this.datapath.deletePeer(lease.subnet)
-    this.logger.debug({ subnet: lease.subnet.toString() }, 'udp peer removed')
+    this.logger.debug({ subnet: key }, 'udp peer removed')
     return { type: 'applied', action: 'remove', lease }
   }
 }

@@ -1,12 +1,14 @@
 /**
- * The udp network's peer table under hostile lease events (issue 12), with
- * a recording stand-in for the native datapath: pure logic, no TUN.
+ * The udp network's peer table under hostile lease events (issue 12), fed
+ * as the Agent feeds it (through withoutOwnLease), with a recording stand-in
+ * for the native datapath: pure logic, no TUN.
  */
 import {
   Ip4Net,
   parseIp4,
   parseNetworkConfig,
   silentLogger,
+  withoutOwnLease,
   type Lease,
   type LeaseEvent,
   type NetworkEvent,
@@ -41,16 +43,18 @@ function recordingDatapath(): { datapath: UdpDatapath; table: Map<string, string
 describe('UdpNetwork peer table', () => {
   it("never lets a key with host bits, a lease overlapping the own subnet or a peer's, or one outside the network change it", async () => {
     const { datapath, table } = recordingDatapath()
-    const network = new UdpNetwork({
-      lease: lease('10.5.1.0/24', '192.0.2.1'),
-      mtu: 1472,
-      datapath,
-      logger: silentLogger,
-      config: parseNetworkConfig({ Network: '10.5.0.0/16' }),
-    })
+    const own = lease('10.5.1.0/24', '192.0.2.1')
+    const network = new UdpNetwork({ lease: own, mtu: 1472, datapath, logger: silentLogger })
+    const config = parseNetworkConfig({ Network: '10.5.0.0/16' })
     const events$ = new Subject<LeaseEvent[]>()
     const seen: NetworkEvent[] = []
-    const sub = network.run(events$).subscribe((e) => seen.push(e))
+    const peers = events$.pipe(
+      withoutOwnLease(own, {
+        config,
+        onIgnored: (l, reason) => seen.push({ type: 'ignored', lease: l, reason }),
+      }),
+    )
+    const sub = network.run(peers).subscribe((e) => seen.push(e))
     events$.next([{ type: 'added', lease: lease('10.5.85.0/24', '192.0.2.2') }])
     const before = [...table]
     const hostile = [

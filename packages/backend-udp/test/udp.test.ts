@@ -43,6 +43,25 @@ describe('UdpBackend options', () => {
     })
   })
 
+  it.each([
+    [{ datapath: 'fast' }, 'datapath', 'fast'],
+    [{ mode: 'turbo' }, 'mode', 'turbo'],
+    [{ datapath: 'batch', mode: 'single' }, 'mode', 'single'],
+  ])(
+    'rejects the datapath options %j, naming the field and value',
+    async (options, field, value) => {
+      const config = parseNetworkConfig({ Network: '10.5.0.0/16', Backend: { Type: 'udp' } })
+      const backend = new UdpBackend(
+        { registry: untouchedRegistry, extIface: ext },
+        { host: new MemoryHostNetwork(), ...(options as object) },
+      )
+      const error = await backend.prepare(config).catch((e: unknown) => e)
+      expect(isFlannelError(error, 'INVALID_ARGUMENT')).toBe(true)
+      expect(error).toMatchObject({ field, value })
+      expect((error as Error).message).toContain(JSON.stringify(value))
+    },
+  )
+
   it('explains how to build the native addon when it cannot load', () => {
     const error = new UdpNativeUnavailableError('/x/flannel_udp.node', {
       cause: new Error('ENOENT'),

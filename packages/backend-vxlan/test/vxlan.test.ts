@@ -373,27 +373,6 @@ describe('VxlanBackend peers', () => {
     expect(await peerState(r.host)).toEqual({ neigh: [], fdb: [], routes: [] })
   })
 
-  it('never programs its own lease, even when the stream carries it', async () => {
-    const r = await rig()
-    await r.start()
-    const own = peer('10.244.1.0/24', '192.0.2.1', '02:00:00:00:00:01')
-    const b = peer('10.244.2.0/24', '192.0.2.2', MAC_B)
-    // the registry's stream as is: this host's lease (10.244.1.0/24) beside a peer
-    r.events$.next([
-      { type: 'added', lease: own },
-      { type: 'added', lease: b },
-    ])
-    await r.next((e) => e.type === 'applied' && e.action === 'add')
-    r.events$.next([{ type: 'added', lease: own }]) // a renewal of our own lease
-    await new Promise((resolve) => setTimeout(resolve, 20))
-    expect(await peerState(r.host)).toEqual({
-      neigh: [`10.244.2.0 ${MAC_B} true`],
-      fdb: [`${MAC_B} 192.0.2.2 true true`],
-      routes: ['10.244.2.0/24 via 10.244.2.0 onlink=true'],
-    })
-    expect(r.seen.filter((e) => e.type === 'applied')).toHaveLength(1)
-  })
-
   it('replaces the entries when a peer comes back with a new MAC (no stale FDB entry)', async () => {
     const r = await rig()
     await r.start()

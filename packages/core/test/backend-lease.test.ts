@@ -1,11 +1,18 @@
+import { Observable, Subject } from 'rxjs'
 import { describe, expect, it } from 'vitest'
 import {
   AbortError,
   InvalidArgumentError,
+  Ip4Net,
   MemoryRegistry,
+  parseNetworkConfig,
+  registerPrepared,
   silentLogger,
+  type Lease,
   type LeaseAttrs,
+  type LeaseEvent,
   type Logger,
+  type NetworkEvent,
 } from '@flannel/core'
 import { acquireBackendLease, setUpOrReleaseLease } from '@flannel/core/registry'
 
@@ -75,5 +82,53 @@ describe('setUpOrReleaseLease', () => {
       }),
     ).rejects.toBe(boom)
     expect(warnings).toHaveLength(1)
+  })
+})
+
+describe('registerPrepared', () => {
+  /** A backend whose network records the batches `run` receives and echoes each lease as applied. */
+  class RecordingNetwork {
+    readonly mtu = 1500
+    readonly batches: string[][] = []
+    constructor(readonly lease: Lease) {}
+    run(events: Observable<LeaseEvent[]>): Observable<NetworkEvent> {
+      return new Observable<NetworkEvent>((out) =>
+        events.subscribe((batch) => {
+          this.batches.push(batch.map((e) => `${e.type} ${e.lease.subnet.toString()}`))
+          for (const e of batch) out.next({ type: 'applied', action: 'add', lease: e.lease })
+        }),
+      )
+    }
+  }
+  const backend = {
+    type: 'recording',
+    prepare: async () => ({
+      attrs: ME,
+      activate: async (lease: Lease) => new RecordingNetwork(lease),
+      abort: async () => undefined,
+    }),
+  }
+
+  it("feeds run peers only, as the Agent does: the own lease never reaches it, one outside the network is reported ignored, the backend's own members stay", async () => {
+    const registry = new MemoryRegistry(CONFIG)
+    const network = await registerPrepared(registry, backend, parseNetworkConfig(CONFIG))
+    expect(network).toBeInstanceOf(RecordingNetwork)
+    const own = network.lease
+    const peer: Lease = { ...own, subnet: Ip4Net.parse('10.5.200.0/24') }
+    const outside: Lease = { ...own, subnet: Ip4Net.parse('10.6.0.0/24') }
+    const events$ = new Subject<LeaseEvent[]>()
+    const seen: NetworkEvent[] = []
+    const sub = network.run(events$).subscribe((e) => seen.push(e))
+    events$.next([
+      { type: 'added', lease: own },
+      { type: 'added', lease: peer },
+      { type: 'added', lease: outside },
+    ])
+    sub.unsubscribe()
+    expect((network as unknown as RecordingNetwork).batches).toEqual([['added 10.5.200.0/24']])
+    expect(seen.filter((e) => e.type === 'ignored').map((e) => e.lease.subnet.toString())).toEqual([
+      '10.6.0.0/24',
+    ])
+    expect(events$.observed).toBe(false)
   })
 })

@@ -83,7 +83,7 @@ async function main(): Promise<void> {
         extAddr: spec.ifaceAddr,
       },
     },
-    { mode: spec.mode ?? 'offload' },
+    { datapath: spec.mode ?? 'offload' },
   )
   const network = await backend.registerNetwork(config)
   const events = new Subject<LeaseEvent[]>()

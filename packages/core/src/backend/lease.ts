@@ -1,8 +1,11 @@
+import { NEVER, Observable, Subject } from 'rxjs'
+import { withoutOwnLease } from '../agent/own-lease.js'
 import { throwIfAborted } from '../errors.js'
 import type { Lease, LeaseAttrs } from '../lease/types.js'
 import type { Logger } from '../logger.js'
 import type { SubnetRegistry } from '../registry/types.js'
-import type { Backend, Network, PreparedNetwork, RegisterOptions } from './types.js'
+import type { LeaseEvent } from '../lease/types.js'
+import type { Backend, Network, NetworkEvent, PreparedNetwork, RegisterOptions } from './types.js'
 import type { NetworkConfig } from '../config/types.js'
 
 /**
@@ -82,7 +85,11 @@ function prefixMessage(error: unknown, prefix: string): unknown {
  * reads `failed to acquire lease: <reason>` as in flanneld. The Agent does
  * the same steps itself (with more between them); this is for running a
  * backend without an Agent, and what the backends' deprecated
- * `registerNetwork` does.
+ * `registerNetwork` does. As the Agent, it feeds the network peers only:
+ * the returned network's `run` filters the stream it is given with
+ * `withoutOwnLease` (this host's lease, leases overlapping it or outside the
+ * network are reported `ignored`), so the registry's stream may be passed
+ * as is.
  *
  * @example
  * ```ts
@@ -97,7 +104,39 @@ export async function registerPrepared(
 ): Promise<Network> {
   const storedAttrs = async () => registry.storedAttrs?.({ signal: opts.signal })
   const prepared = await backend.prepare(config, { signal: opts.signal, storedAttrs })
-  return activateWithLease(registry, prepared, opts)
+  return peersOnly(await activateWithLease(registry, prepared, opts), config)
+}
+
+/**
+ * The same network, with `run` fed through `withoutOwnLease` as the Agent
+ * feeds it (the backends filter nothing themselves). Everything else is the
+ * network's own (a Proxy, so a backend's extra members stay reachable).
+ */
+function peersOnly(network: Network, config: NetworkConfig): Network {
+  const run = (events: Observable<LeaseEvent[]>): Observable<NetworkEvent> => {
+    const ignored = new Subject<NetworkEvent>()
+    const inner = network.run(
+      events.pipe(
+        withoutOwnLease(network.lease, {
+          config,
+          onIgnored: (lease, reason) => ignored.next({ type: 'ignored', lease, reason }),
+        }),
+      ),
+    )
+    // A network that never reads the stream (alloc) stays as it is.
+    if (inner === NEVER) return inner
+    return new Observable<NetworkEvent>((out) => {
+      const reports = ignored.subscribe((event) => out.next(event))
+      const sub = inner.subscribe(out)
+      return () => {
+        reports.unsubscribe()
+        sub.unsubscribe()
+      }
+    })
+  }
+  return new Proxy(network, {
+    get: (target, prop) => (prop === 'run' ? run : Reflect.get(target, prop, target)),
+  })
 }
 
 /**

@@ -2,7 +2,7 @@
  * @flannel/core/registry: the parts for writing a `SubnetRegistry` (or a
  * tool that reads flannel's store): the store-neutral allocator, the
  * snapshot diff, flanneld's lease key and value codecs, the retry helpers,
- * and the lease helpers of the older one-call backend form. An agent built
+ * the cloud backends' metadata request, and the lease helpers of the older one-call backend form. An agent built
  * from the packages needs none of these; they stay out of the root export.
  *
  * @packageDocumentation
@@ -36,4 +36,6 @@ export {
 export type { SubnetKey } from '../lease/key.js'
 export { sleep } from '../util/sleep.js'
 export { backoffDelay } from '../util/backoff.js'
+export { describeError, fetchMetadata } from '../util/http.js'
+export type { FetchMetadataOptions } from '../util/http.js'
 export { acquireBackendLease, activateWithLease, setUpOrReleaseLease } from '../backend/lease.js'

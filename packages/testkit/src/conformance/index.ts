@@ -390,4 +390,9 @@ function defineExpiryCases(t: CaseFn, make: Make, watch: Watch): void {
   )
 }
 
-export { describeBackendConformance, type BackendHarness } from './backend.js'
+export {
+  describeBackendConformance,
+  type BackendConformanceCase,
+  type BackendConformanceOptions,
+  type BackendHarness,
+} from './backend.js'
