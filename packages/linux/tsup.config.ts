@@ -1,7 +1,7 @@
 import { defineConfig } from 'tsup'
 
 export default defineConfig({
-  entry: { index: 'src/index.ts', backend: 'src/backend/index.ts' },
+  entry: { index: 'src/index.ts', backend: 'src/backend/index.ts', memory: 'src/memory/index.ts' },
   format: ['esm', 'cjs'],
   dts: true,
   clean: true,

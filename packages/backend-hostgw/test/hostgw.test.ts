@@ -8,7 +8,8 @@ import {
   type LeaseEvent,
   type NetworkEvent,
 } from '@flannel/core'
-import { FLANNEL_ROUTE_PROTOCOL, MemoryHostNetwork, RTPROT_BOOT } from '@flannel/linux'
+import { FLANNEL_ROUTE_PROTOCOL, RTPROT_BOOT } from '@flannel/linux'
+import { MemoryHostNetwork } from '@flannel/linux/memory'
 import { Subject, firstValueFrom, filter, timeout } from 'rxjs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { HostGwBackend, PublicIpNotLocalError, createBackend } from '../src/index.js'

@@ -11,7 +11,7 @@ import {
   type Network,
   type PreparedNetwork,
 } from '@flannel/core'
-import { MemoryHostNetwork } from '@flannel/linux'
+import { MemoryHostNetwork } from '@flannel/linux/memory'
 import { describeBackendConformance } from '@flannel/testkit/conformance'
 import { afterAll, beforeAll, describe } from 'vitest'
 import {

@@ -1,5 +1,5 @@
 import { isFlannelError, parseNetworkConfig, type SubnetRegistry } from '@flannel/core'
-import { MemoryHostNetwork } from '@flannel/linux'
+import { MemoryHostNetwork } from '@flannel/linux/memory'
 import { describe, expect, it } from 'vitest'
 import { UdpBackend, UdpNativeUnavailableError, createBackend } from '../src/index.js'
 

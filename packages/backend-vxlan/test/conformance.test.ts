@@ -1,6 +1,7 @@
 /** vxlan runs the shared backend conformance suite on the in-memory HostNetwork. */
 import { parseNetworkConfig } from '@flannel/core'
-import { FLANNEL_ROUTE_PROTOCOL, MemoryHostNetwork } from '@flannel/linux'
+import { FLANNEL_ROUTE_PROTOCOL } from '@flannel/linux'
+import { MemoryHostNetwork } from '@flannel/linux/memory'
 import { describeBackendConformance } from '@flannel/testkit/conformance'
 import { vxlan } from '../src/index.js'
 

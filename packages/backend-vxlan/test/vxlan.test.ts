@@ -14,7 +14,7 @@ import {
   type SubnetRegistry,
 } from '@flannel/core'
 import { encodeLeaseAttrs } from '@flannel/core/registry'
-import { MemoryHostNetwork } from '@flannel/linux'
+import { MemoryHostNetwork } from '@flannel/linux/memory'
 import { NEVER, Subject, filter, firstValueFrom, timeout, type Observable } from 'rxjs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { VxlanBackend, createBackend, type VxlanOptions } from '../src/index.js'

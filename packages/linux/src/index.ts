@@ -1,14 +1,18 @@
 /**
  * @flannel/linux: the host's network state over rtnetlink (`HostNetwork`),
- * an in-memory twin for tests, external-interface selection and flannel's
- * masquerade/forward rules. The machinery below the kernel backends is in
- * `@flannel/linux/backend`.
+ * external-interface selection and flannel's masquerade/forward rules. The
+ * machinery below the kernel backends is in `@flannel/linux/backend`, the
+ * in-memory twin for tests in `@flannel/linux/memory`.
  *
  * @packageDocumentation
  */
 export * from './types.js'
 export { NetlinkError, isNetlinkError } from './errors.js'
-export { MemoryHostNetwork, type MemoryLinkSpec, type MemoryCall } from './memory.js'
+/**
+ * The in-memory host network, also here for existing imports.
+ * @deprecated Import it from `@flannel/linux/memory`.
+ */
+export { MemoryHostNetwork, type MemoryLinkSpec, type MemoryCall } from './memory/index.js'
 export { NetlinkHostNetwork, type NetlinkHostNetworkOptions } from './netlink.js'
 export {
   ExternalInterfaceError,

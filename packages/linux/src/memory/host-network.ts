@@ -8,10 +8,10 @@ import {
   normalizeIp,
   normalizeMac,
   parseCidr,
-} from './address.js'
-import { NetlinkError } from './errors.js'
-import { validateVxlanSpec } from './validate.js'
-import { vxlanMaxMtu } from './vxlan-mtu.js'
+} from '../address.js'
+import { NetlinkError } from '../errors.js'
+import { validateVxlanSpec } from '../validate.js'
+import { vxlanMaxMtu } from '../vxlan-mtu.js'
 import {
   MAIN_TABLE,
   RTPROT_BOOT,
@@ -30,7 +30,7 @@ import {
   type RouteFilter,
   type RouteKey,
   type VxlanLinkSpec,
-} from './types.js'
+} from '../types.js'
 
 /** `rtm_protocol` of routes the kernel adds itself (connected routes). */
 const RTPROT_KERNEL = 2
